@@ -1,0 +1,1 @@
+"""Reference feature graph, demo catalogue and Klio-migration example."""

@@ -1,0 +1,196 @@
+"""Turning a feature graph into Dagster assets and a batched job.
+
+All features of a graph are one ``multi_asset`` (subsettable, partitioned by
+``tracks``, single-run backfills): one run computes any subset of features
+for any set of tracks in one step, which launches one executor batch (one
+Beam pipeline). Every successful (feature, track) is recorded as one
+materialisation of that partition; a failure is recorded as an
+``AssetObservation`` with ``klio/status = failed`` and its error, and the
+step then fails so that the run shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    AssetObservation,
+    AssetSpec,
+    AssetsDefinition,
+    BackfillPolicy,
+    Config,
+    Failure,
+    MetadataValue,
+    define_asset_job,
+    in_process_executor,
+    multi_asset,
+)
+from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_TAG
+from pydantic import Field
+
+from .execution import PairResult, TrackTask
+from .features import AUDIO, FeatureGraph
+from .lineage import load_lineage, plan
+from .resources import FeatureExecutorResource, FeatureStoreResource
+from .tracks import tracks_partitions, validate_track_ids
+
+FEATURES_ASSET_NAME = "klio_features"
+FEATURES_JOB_NAME = "klio_features_job"
+STATUS_TAG = "klio/status"
+FAILED = "failed"
+PING_TAG = "klio/ping"
+
+
+class FeatureRunConfig(Config):
+    """What one run computes. Empty ``tracks``: the run's partition key or range (UI runs)."""
+
+    tracks: list[str] = Field(default_factory=list, description="Track IDs (any set, not only a range).")
+    force_features: list[str] | None = Field(
+        default=None,
+        description="Features recomputed even if current; None: every selected feature (the UI's 'Materialize').",
+    )
+
+
+def audio_source_spec(group_name: str = "sources") -> AssetSpec:
+    """The registered source file of every track (recorded by ``klio-dagster ingest``)."""
+    return AssetSpec(
+        AUDIO,
+        partitions_def=tracks_partitions,
+        group_name=group_name,
+        description="Source audio file of each track, registered by ingestion (see `klio-dagster ingest`).",
+        kinds={"audio"},
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _materialization(result: PairResult) -> AssetMaterialization:
+    metadata: dict[str, Any] = {k: _plain(v) for k, v in result.metadata.items()}
+    metadata["uri"] = MetadataValue.path(result.uri or "")
+    if "source_uri" in metadata:
+        metadata["source_uri"] = MetadataValue.path(metadata["source_uri"])
+    return AssetMaterialization(
+        asset_key=result.feature,
+        partition=result.track_id,
+        metadata=metadata,
+        tags={
+            DATA_VERSION_TAG: result.data_version or "",
+            CODE_VERSION_TAG: str(result.metadata.get("code_version", "")),
+        },
+    )
+
+
+def failure_observation(feature: str, track_id: str, error: str) -> AssetObservation:
+    return AssetObservation(
+        asset_key=feature,
+        partition=track_id,
+        metadata={STATUS_TAG: FAILED, "error": MetadataValue.text(error)},
+        tags={STATUS_TAG: FAILED},
+    )
+
+
+def _run_tracks(context: AssetExecutionContext, config: FeatureRunConfig) -> list[str]:
+    if config.tracks:
+        return validate_track_ids(config.tracks)
+    if context.has_partition_key or context.has_partition_key_range:
+        return list(context.partition_keys)
+    raise Failure("this run names no tracks: launch it for partitions, or set config.tracks")
+
+
+def compute_features(
+    context: AssetExecutionContext,
+    graph: FeatureGraph,
+    config: FeatureRunConfig,
+    store_resource: FeatureStoreResource,
+    executor_resource: FeatureExecutorResource,
+) -> Iterator[AssetMaterialization | AssetObservation]:
+    """The body of the feature step: plan against lineage, execute, record."""
+    selected = graph.check_names(k.path[-1] for k in context.selected_asset_keys)
+    tracks = _run_tracks(context, config)
+    force = selected if config.force_features is None else config.force_features
+    lineage = load_lineage(context.instance, graph.with_ancestors(selected), tracks)
+    work = plan(graph, lineage, selected, tracks, force=force, bottom_up=False)
+    tasks = [TrackTask(t, fs) for t, fs in work.features_by_track().items()]
+    context.log.info(
+        f"{len(work.to_compute)} (feature, track) pairs to compute for {len(tasks)} of {len(tracks)} tracks; "
+        f"{len(work.skipped)} already current"
+    )
+    if not tasks:
+        return
+    executor = executor_resource.executor_for(len(tasks))
+    context.log.info(f"executing with {type(executor).__name__}")
+    failures: list[PairResult] = []
+    pending = {t.track_id: t for t in tasks}
+    for done, results in enumerate(executor.run(tasks, graph, store_resource.get_store(), store_resource.gcs), 1):
+        if results:
+            pending.pop(results[0].track_id, None)
+        for result in results:
+            if result.ok:
+                yield _materialization(result)
+            else:
+                failures.append(result)
+                yield failure_observation(result.feature, result.track_id, result.error or "")
+        if done % 50 == 0:
+            context.log.info(f"{done}/{len(tasks)} tracks done")
+    for task in pending.values():
+        for feature in task.features:
+            failures.append(PairResult(feature, task.track_id, error="the executor returned no result for this track"))
+            yield failure_observation(feature, task.track_id, failures[-1].error or "")
+    if failures:
+        shown = "\n".join(f"{r.feature} / {r.track_id}: {r.error}" for r in failures[:20])
+        raise Failure(
+            description=f"{len(failures)} (feature, track) pairs failed; the others were recorded.\n{shown}",
+            metadata={"failed_pairs": len(failures)},
+        )
+
+
+def build_feature_assets(
+    graph: FeatureGraph,
+    *,
+    name: str = FEATURES_ASSET_NAME,
+    group_name: str = "features",
+) -> AssetsDefinition:
+    """One subsettable, track-partitioned ``multi_asset`` computing every feature of ``graph``."""
+    specs = [
+        AssetSpec(
+            f.asset_key,
+            deps=[AssetKey(u) for u in f.upstream()] + list(f.deps),
+            partitions_def=tracks_partitions,
+            code_version=f.code_version,
+            description=f.description,
+            group_name=group_name,
+            skippable=True,
+            metadata={"klio/format": f.output_format.name, "klio/sample_rate_hz": f.sample_rate or 0},
+            kinds={"python", f.output_format.name},
+        )
+        for f in graph
+    ]
+
+    @multi_asset(
+        name=name,
+        specs=specs,
+        can_subset=True,
+        partitions_def=tracks_partitions,
+        backfill_policy=BackfillPolicy.single_run(),
+    )
+    def _features(
+        context: AssetExecutionContext,
+        config: FeatureRunConfig,
+        klio_store: FeatureStoreResource,
+        klio_executor: FeatureExecutorResource,
+    ):
+        yield from compute_features(context, graph, config, klio_store, klio_executor)
+
+    return _features
+
+
+def build_features_job(assets: Sequence[AssetsDefinition], name: str = FEATURES_JOB_NAME):
+    """The job the CLI and sensors launch: the feature step, in the run's own process."""
+    return define_asset_job(name, selection=list(assets), executor_def=in_process_executor)

@@ -1,0 +1,92 @@
+"""Output formats: how a feature's value becomes bytes in the store and back.
+
+Each format also gives the tabular view of a value that a pandera schema
+validates, so every feature can carry a schema whatever its output type.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """A named serialisation with a file extension."""
+
+    name: str
+    extension: str
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+
+def _encode_parquet(value: pd.DataFrame) -> bytes:
+    if not isinstance(value, pd.DataFrame):
+        raise TypeError(f"parquet output needs a pandas DataFrame, got {type(value).__name__}")
+    buf = io.BytesIO()
+    value.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _encode_npy(value: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(value), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _encode_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, allow_nan=False).encode()
+
+
+def _encode_png(value: np.ndarray | bytes) -> bytes:
+    """A 2-D array becomes a colour-mapped image (row 0 at the bottom); bytes pass through."""
+    if isinstance(value, bytes):
+        return value
+    from matplotlib.image import imsave
+
+    buf = io.BytesIO()
+    imsave(buf, np.asarray(value), cmap="magma", origin="lower", format="png")
+    return buf.getvalue()
+
+
+FORMATS: dict[str, OutputFormat] = {
+    f.name: f
+    for f in (
+        OutputFormat("parquet", "parquet", _encode_parquet, lambda b: pd.read_parquet(io.BytesIO(b))),
+        OutputFormat("npy", "npy", _encode_npy, lambda b: np.load(io.BytesIO(b), allow_pickle=False)),
+        OutputFormat("json", "json", _encode_json, lambda b: json.loads(b)),
+        OutputFormat("png", "png", _encode_png, lambda b: b),
+    )
+}
+
+
+def get_format(name: str) -> OutputFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown output format {name!r}: choose one of {sorted(FORMATS)}") from None
+
+
+def as_frame(value: Any) -> pd.DataFrame:
+    """The table a pandera schema validates for ``value``.
+
+    DataFrames are themselves; a mapping is one row; a 1-D array is a
+    ``value`` column; a 2-D array has one row per column of the array
+    (one per frame for spectrogram-like ``(bins, frames)`` arrays), with
+    columns named ``"0"``, ``"1"``, ...
+    """
+    if isinstance(value, pd.DataFrame):
+        return value
+    if isinstance(value, dict):
+        return pd.DataFrame([value])
+    array = np.asarray(value)
+    if array.ndim == 1:
+        return pd.DataFrame({"value": array})
+    if array.ndim == 2:
+        return pd.DataFrame(array.T, columns=[str(i) for i in range(array.shape[0])])
+    raise TypeError(f"cannot validate a {array.ndim}-D array against a schema: return 1-D or 2-D")

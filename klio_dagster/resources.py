@@ -1,0 +1,47 @@
+"""Dagster resources: the feature store and the executor choice."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from dagster import ConfigurableResource
+from dagster_gcp import GCSResource
+from pydantic import Field
+
+from .beam import LOCAL_RUNNER, BeamExecutor
+from .execution import InProcessExecutor, TrackExecutor
+from .storage import FeatureStore, open_store
+
+
+class FeatureStoreResource(ConfigurableResource):
+    """Where feature outputs and source records live.
+
+    ``uri`` is a local directory or ``gs://bucket/prefix``; GCS access goes
+    through dagster-gcp's ``GCSResource`` (its project, or the environment's
+    default credentials).
+    """
+
+    uri: str = Field(description="Local directory or gs://bucket/prefix (usually EnvVar('KLIO_STORE')).")
+    gcs: GCSResource = Field(default_factory=GCSResource, description="Client settings for a gs:// store.")
+
+    def get_store(self) -> FeatureStore:
+        return open_store(self.uri, self.gcs)
+
+
+class FeatureExecutorResource(ConfigurableResource):
+    """How a run computes its tracks: in-process, or as a Beam pipeline.
+
+    With ``mode="auto"``, batches of at least ``beam_min_tracks`` tracks go
+    to Beam (all cores) and smaller ones run in-process (no start-up cost).
+    """
+
+    mode: Literal["auto", "in_process", "beam"] = "auto"
+    beam_min_tracks: int = Field(default=16, ge=1)
+    runner: str = LOCAL_RUNNER
+    num_workers: int = Field(default=0, ge=0, description="Local Beam workers; 0 = one per core.")
+    pipeline_args: list[str] = Field(default_factory=list, description="Extra Beam pipeline options.")
+
+    def executor_for(self, n_tracks: int) -> TrackExecutor:
+        if self.mode == "in_process" or (self.mode == "auto" and n_tracks < self.beam_min_tracks):
+            return InProcessExecutor()
+        return BeamExecutor(runner=self.runner, num_workers=self.num_workers, pipeline_args=list(self.pipeline_args))

@@ -1,0 +1,40 @@
+"""Reading a track's registered source file from a path or URI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import AudioDecodeError
+
+if TYPE_CHECKING:
+    from dagster_gcp import GCSResource
+
+
+def normalize_source_uri(uri: str) -> str:
+    """Absolute form of a source location: ``gs://...`` as is, a local path made absolute."""
+    if uri.startswith("gs://"):
+        return uri
+    if "://" in uri and not uri.startswith("file://"):
+        raise ValueError(f"unsupported source URI {uri!r}: use a file path, file:// or gs://")
+    return str(Path(uri.removeprefix("file://")).expanduser().absolute())
+
+
+def read_source(uri: str, gcs: GCSResource | None = None) -> bytes:
+    """The bytes of a source file; ``AudioDecodeError`` if it is missing."""
+    if uri.startswith("gs://"):
+        from dagster_gcp import GCSResource
+        from google.api_core.exceptions import NotFound
+
+        bucket, _, key = uri[len("gs://") :].partition("/")
+        client = (gcs or GCSResource()).get_client()
+        try:
+            return client.bucket(bucket).blob(key).download_as_bytes()
+        except NotFound as exc:
+            raise AudioDecodeError(f"source file {uri} does not exist") from exc
+    try:
+        return Path(uri).read_bytes()
+    except FileNotFoundError as exc:
+        raise AudioDecodeError(f"source file {uri} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise AudioDecodeError(f"source {uri} is a directory, not an audio file") from exc
