@@ -9,7 +9,6 @@ materialisation of that partition; a failure is recorded as an
 step then fails so that the run shows it.
 """
 
-from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from typing import Any

@@ -1,0 +1,83 @@
+"""From parsed track events to partitions, source records and batched runs.
+
+Shared by every event source (the local queue now, Pub/Sub next): only
+where messages come from differs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dagster import DagsterInstance, RunRequest
+
+from .events import TrackEvent
+from .features import AUDIO, FeatureGraph
+from .lineage import Pair, load_lineage, plan
+from .registry import record_sources, tracks_with_sources
+from .runs import record_ping, run_request_for
+from .sources import normalize_source_uri
+from .storage import FeatureStore
+
+
+@dataclass
+class IngestionBatch:
+    """What a batch of events asks Dagster to record."""
+
+    new_tracks: list[str] = field(default_factory=list)
+    run_requests: list[RunRequest] = field(default_factory=list)
+    pinged: list[Pair] = field(default_factory=list)
+    rejected: list[tuple[TrackEvent, str]] = field(default_factory=list)
+
+
+def plan_events(
+    instance: DagsterInstance,
+    graph: FeatureGraph,
+    store: FeatureStore,
+    events: Sequence[TrackEvent],
+    *,
+    run_key_prefix: str,
+    tags: dict[str, str],
+) -> IngestionBatch:
+    """Record sources, then group events into one run request per (features, force) set.
+
+    Events for tracks with neither a ``uri`` nor a registered source are
+    rejected with a reason (for the dead-letter destination). Pairs that are
+    already current produce no run, so duplicate and redelivered events
+    compute nothing twice.
+    """
+    batch = IngestionBatch()
+    known_sources = tracks_with_sources(store)
+    new_sources: dict[str, str] = {}
+    accepted: list[TrackEvent] = []
+    for event in events:
+        if event.uri:
+            try:
+                new_sources[event.track_id] = normalize_source_uri(event.uri)
+            except ValueError as exc:
+                batch.rejected.append((event, str(exc)))
+                continue
+        elif event.track_id not in known_sources:
+            batch.rejected.append((event, f"track {event.track_id!r} has no registered source: add 'uri' to the message"))
+            continue
+        accepted.append(event)
+    record_sources(store, new_sources)
+    batch.new_tracks = [t for t in dict.fromkeys(e.track_id for e in accepted) if t not in known_sources]
+
+    groups: dict[tuple[tuple[str, ...], bool, bool], list[str]] = defaultdict(list)
+    for event in accepted:
+        groups[(event.features, event.force, event.ping)].append(event.track_id)
+    for i, ((features, force, ping), tracks) in enumerate(sorted(groups.items())):
+        requested = list(features) if features else graph.descendants([AUDIO])
+        tracks = list(dict.fromkeys(tracks))
+        lineage = load_lineage(instance, graph.with_ancestors(requested), tracks)
+        forced = requested if force else []
+        work = plan(graph, lineage, requested, tracks, force=forced)
+        if ping:
+            batch.pinged.extend(record_ping(instance, work))
+        elif work.to_compute:
+            batch.run_requests.append(
+                run_request_for(work, forced, run_key=f"{run_key_prefix}-{i}", tags={**tags, "klio/mode": "bottom-up" if features else "top-down"})
+            )
+    return batch

@@ -1,0 +1,86 @@
+"""Launching batched feature runs and reading back what they did.
+
+The same run description serves the CLI (executed in-process, waited for)
+and sensors (a ``RunRequest`` the daemon queues).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    DagsterEventType,
+    DagsterInstance,
+    JobDefinition,
+    RunRequest,
+)
+
+from .assets import FAILED, FEATURES_ASSET_NAME, PING_TAG, STATUS_TAG
+from .lineage import Pair, Plan
+
+Failure = dict[str, str]
+
+
+def features_run_config(tracks: Sequence[str], force_features: Sequence[str], asset_name: str = FEATURES_ASSET_NAME) -> dict[str, Any]:
+    return {"ops": {asset_name: {"config": {"tracks": list(tracks), "force_features": list(force_features)}}}}
+
+
+def run_request_for(plan: Plan, force_features: Sequence[str], *, run_key: str | None, tags: dict[str, str]) -> RunRequest:
+    """One run computing every pair of ``plan`` (its features, for all its tracks)."""
+    tracks = list(plan.features_by_track())
+    return RunRequest(
+        run_key=run_key,
+        asset_selection=[AssetKey(f) for f in plan.features],
+        run_config=features_run_config(tracks, force_features),
+        tags={**tags, "klio/tracks": str(len(tracks))},
+    )
+
+
+@dataclass
+class RunOutcome:
+    """What one run recorded: computed pairs and failed pairs with their errors."""
+
+    run_id: str
+    computed: list[Pair] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+
+def execute_run(job: JobDefinition, instance: DagsterInstance, request: RunRequest) -> RunOutcome:
+    """Execute a run request in this process, against ``instance``, and wait for it."""
+    run_config = dict(request.run_config)
+    run_config.setdefault("loggers", {"console": {"config": {"log_level": "WARNING"}}})
+    result = job.execute_in_process(
+        run_config=run_config,
+        instance=instance,
+        asset_selection=list(request.asset_selection or []),
+        tags=dict(request.tags),
+        raise_on_error=False,
+    )
+    outcome = RunOutcome(result.run_id)
+    for event in result.all_events:
+        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            m = event.step_materialization_data.materialization
+            outcome.computed.append((m.asset_key.path[-1], m.partition))
+        elif event.event_type == DagsterEventType.ASSET_OBSERVATION:
+            o = event.asset_observation_data.asset_observation
+            if o.tags.get(STATUS_TAG) == FAILED:
+                outcome.failed.append({"feature": o.asset_key.path[-1], "track": o.partition, "error": o.metadata["error"].value})
+    if not result.success and not outcome.failed:
+        error = result.failure_data_for_node(FEATURES_ASSET_NAME)
+        message = error.error.message if error and error.error else "the run failed"
+        raise RuntimeError(f"run {result.run_id} failed before computing any track: {message}")
+    return outcome
+
+
+def record_ping(instance: DagsterInstance, plan: Plan) -> list[Pair]:
+    """Record that the plan was walked: one observation per pair, nothing computed."""
+    walked = [(p, "compute") for p in plan.to_compute] + [(p, "skip") for p in plan.skipped]
+    for (feature, track), decision in walked:
+        instance.report_runless_asset_event(
+            AssetObservation(feature, partition=track, metadata={PING_TAG: decision}, tags={PING_TAG: decision})
+        )
+    return [pair for pair, _ in walked]

@@ -1,0 +1,97 @@
+"""Sensor factories: event sources feeding the ingestion logic."""
+
+
+from pathlib import Path
+
+from dagster import (
+    ConfigurableResource,
+    DefaultSensorStatus,
+    JobDefinition,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+from pydantic import Field
+
+from .errors import KlioError
+from .events import TrackEvent, parse_json_event
+from .features import FeatureGraph
+from .ingestion import plan_events
+from .local_queue import LocalQueue, QueuedMessage
+from .resources import FeatureStoreResource
+from .tracks import tracks_partitions
+
+
+class LocalQueueResource(ConfigurableResource):
+    """The embedded local event queue (a directory), used when no cloud is configured."""
+
+    path: str = Field(description="Directory of the queue (usually EnvVar('KLIO_QUEUE')).")
+
+    def get_queue(self) -> LocalQueue:
+        return LocalQueue(Path(self.path))
+
+
+def build_local_queue_sensor(
+    graph: FeatureGraph,
+    job: JobDefinition,
+    *,
+    name: str = "klio_local_ingestion",
+    max_messages_per_tick: int = 5_000,
+    minimum_interval_seconds: int = 5,
+) -> SensorDefinition:
+    """A sensor that turns local queue messages into partitions and batched runs.
+
+    Its cursor is the last message ID handled. Messages up to the cursor are
+    deleted at the start of the next tick: Dagster stores a tick's cursor
+    with its run requests and partition adds, so a message is acknowledged
+    only after what it asked for is recorded. Bad messages go to the
+    queue's dead letters with their reason.
+    """
+
+    @sensor(
+        name=name,
+        job=job,
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=minimum_interval_seconds,
+        description="Registers tracks from the local event queue and launches batched feature runs.",
+    )
+    def _sensor(context: SensorEvaluationContext, klio_queue: LocalQueueResource, klio_store: FeatureStoreResource):
+        queue = klio_queue.get_queue()
+        acked = queue.ack_through(context.cursor)
+        messages = queue.pull(context.cursor, max_messages_per_tick)
+        if not messages:
+            return SensorResult(skip_reason=f"no new messages ({acked} acknowledged)", cursor=context.cursor)
+        events: list[TrackEvent] = []
+        message_of: dict[int, QueuedMessage] = {}
+        dead = 0
+        for message in messages:
+            try:
+                event = parse_json_event(message.data, graph.names)
+            except KlioError as exc:
+                queue.dead_letter(message, str(exc))
+                dead += 1
+                continue
+            message_of[id(event)] = message
+            events.append(event)
+        batch = plan_events(
+            context.instance,
+            graph,
+            klio_store.get_store(),
+            events,
+            run_key_prefix=messages[-1].message_id,
+            tags={"klio/source": "local-queue"},
+        )
+        for event, reason in batch.rejected:
+            queue.dead_letter(message_of[id(event)], reason)
+        context.log.info(
+            f"{len(messages)} messages: {len(batch.new_tracks)} new tracks, {len(batch.run_requests)} runs, "
+            f"{len(batch.pinged)} pairs pinged, {dead + len(batch.rejected)} dead letters"
+        )
+        return SensorResult(
+            run_requests=batch.run_requests,
+            dynamic_partitions_requests=[tracks_partitions.build_add_request(batch.new_tracks)] if batch.new_tracks else [],
+            cursor=messages[-1].message_id,
+        )
+
+    return _sensor

@@ -1,0 +1,25 @@
+"""Deployment profiles: the resources of the reference code location.
+
+``KLIO_PROFILE`` picks one: ``local`` (the embedded default: a local
+store and queue, Beam's local runner) or ``gcp`` (a GCS store, Dataflow for
+large batches). Secrets and locations come from environment variables
+through ``EnvVar``, never from code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .gcp import gcp_resources
+from .local import local_resources
+
+PROFILES = {"local": local_resources, "gcp": gcp_resources}
+
+
+def profile_resources(profile: str | None = None) -> dict[str, Any]:
+    name = profile or os.environ.get("KLIO_PROFILE", "local")
+    try:
+        return PROFILES[name]()
+    except KeyError:
+        raise ValueError(f"unknown KLIO_PROFILE {name!r}: choose one of {sorted(PROFILES)}") from None

@@ -1,0 +1,46 @@
+"""The embedded default: everything on this machine, no cloud account."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dagster import EnvVar
+
+from klio_dagster import FeatureExecutorResource, FeatureStoreResource
+from klio_dagster.sensors import LocalQueueResource
+
+#: The project's local data folder (instance, store, queue, demo audio).
+DATA_DIR = Path(os.environ.get("KLIO_DATA", Path(__file__).resolve().parents[1] / "data"))
+DEFAULTS = {
+    "KLIO_DATA": DATA_DIR,
+    "DAGSTER_HOME": DATA_DIR / "dagster_home",
+    "KLIO_STORE": DATA_DIR / "store",
+    "KLIO_QUEUE": DATA_DIR / "queue",
+}
+#: Instance settings for a new local DAGSTER_HOME: SQLite storage in the folder, no telemetry.
+INSTANCE_CONFIG = """\
+telemetry:
+  enabled: false
+"""
+
+
+def apply_default_environment() -> None:
+    """Fill unset locations with the project's local defaults (and create the instance folder)."""
+    for name, path in DEFAULTS.items():
+        os.environ.setdefault(name, str(path))
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(INSTANCE_CONFIG)
+
+
+def local_resources() -> dict[str, Any]:
+    apply_default_environment()
+    return {
+        "klio_store": FeatureStoreResource(uri=EnvVar("KLIO_STORE")),
+        "klio_executor": FeatureExecutorResource(mode="auto"),
+        "klio_queue": LocalQueueResource(path=EnvVar("KLIO_QUEUE")),
+    }
