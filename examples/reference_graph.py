@@ -16,10 +16,13 @@ import pandera.pandas as pa
 
 from klio_dagster import Audio, FeatureGraph, FeatureOutput, feature
 from klio_dagster.audio import mel_spectrogram_db, rms_per_interval
+from klio_dagster.formats import render_png
 
 from . import descriptors
 
 SAMPLE_RATE = 22_050
+#: Width in pixels of the spectrogram thumbnail shown in the Dagster UI.
+PREVIEW_WIDTH = 320
 
 _unit = pa.Check.in_range(0.0, 1.0)
 
@@ -124,7 +127,11 @@ def instrumentalness(downsample: np.ndarray) -> FeatureOutput:
 def spectrogram(downsample: np.ndarray) -> FeatureOutput:
     """Mel spectrogram (128 bands, dB relative to the maximum), stored as a PNG image."""
     mel_db = mel_spectrogram_db(downsample, SAMPLE_RATE, hop_length=descriptors.HOP_LENGTH)
-    return FeatureOutput(mel_db, {"mel_bands": int(mel_db.shape[0]), "frames": int(mel_db.shape[1])})
+    return FeatureOutput(
+        mel_db,
+        {"mel_bands": int(mel_db.shape[0]), "frames": int(mel_db.shape[1])},
+        preview_png=render_png(mel_db[::2], max_width=PREVIEW_WIDTH),
+    )
 
 
 reference_graph = FeatureGraph([downsample, beat_tracking, energy, speechiness, instrumentalness, spectrogram])

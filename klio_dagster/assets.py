@@ -75,6 +75,8 @@ def _materialization(result: PairResult) -> AssetMaterialization:
     metadata["uri"] = MetadataValue.path(result.uri or "")
     if "source_uri" in metadata:
         metadata["source_uri"] = MetadataValue.path(metadata["source_uri"])
+    if result.preview_png_b64:
+        metadata["preview"] = MetadataValue.md(f"![{result.feature}](data:image/png;base64,{result.preview_png_b64})")
     return AssetMaterialization(
         asset_key=result.feature,
         partition=result.track_id,

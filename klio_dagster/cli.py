@@ -157,7 +157,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         payload["pinged"] = [list(p) for p in record_ping(loc.instance, work)]
     elif work.to_compute:
         request = run_request_for(
-            work, features if args.force else [], run_key=None, tags={"klio/source": "cli", "klio/mode": "bottom-up"}
+            loc.graph, work, features if args.force else [], run_key=None, tags={"klio/source": "cli", "klio/mode": "bottom-up"}
         )
         outcome = execute_run(loc.job, loc.instance, request)
         payload.update(computed=[list(p) for p in outcome.computed], failed=outcome.failed, run_ids=[outcome.run_id])

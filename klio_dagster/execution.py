@@ -10,6 +10,7 @@ descendants for that track.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from collections.abc import Iterator, Sequence
@@ -47,6 +48,7 @@ class PairResult:
     error: str | None = None
     data_version: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    preview_png_b64: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -94,7 +96,7 @@ class _TrackInputs:
         return self.values[parent]
 
 
-def _call(feature: Feature, inputs: _TrackInputs) -> tuple[Any, dict[str, Any]]:
+def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
     kwargs: dict[str, Any] = {p: inputs.value(feature, p) for p in feature.inputs}
     metadata: dict[str, Any] = {}
     if feature.wants_audio:
@@ -105,8 +107,8 @@ def _call(feature: Feature, inputs: _TrackInputs) -> tuple[Any, dict[str, Any]]:
         kwargs["track_id"] = inputs.track_id
     out = feature.fn(**kwargs)
     if isinstance(out, FeatureOutput):
-        return out.value, {**metadata, **out.metadata}
-    return out, metadata
+        return FeatureOutput(out.value, {**metadata, **out.metadata}, out.preview_png)
+    return FeatureOutput(out, metadata)
 
 
 def compute_track(
@@ -123,7 +125,8 @@ def compute_track(
             broken = [p for p in feature.inputs if p in failed]
             if broken:
                 raise MissingInputError(f"input {broken[0]!r} failed for this track")
-            value, metadata = _call(feature, inputs)
+            output = _call(feature, inputs)
+            value, metadata = output.value, dict(output.metadata)
             if feature.schema is not None:
                 feature.schema.validate(as_frame(value))
             data = feature.output_format.encode(value)
@@ -142,7 +145,10 @@ def compute_track(
         if inputs.source_uri:
             metadata["source_uri"] = inputs.source_uri
         digest = hashlib.sha1(data).hexdigest()[:16]
-        results.append(PairResult(name, task.track_id, uri, None, make_data_version(feature.code_version, digest), metadata))
+        preview = base64.b64encode(output.preview_png).decode() if output.preview_png else None
+        results.append(
+            PairResult(name, task.track_id, uri, None, make_data_version(feature.code_version, digest), metadata, preview)
+        )
     return results
 
 

@@ -48,10 +48,15 @@ class Audio:
 
 @dataclass(frozen=True)
 class FeatureOutput:
-    """A feature value with metadata to record on its materialisation."""
+    """A feature value with what to record on its materialisation.
+
+    ``metadata`` values must be JSON-serialisable (they travel back from Beam
+    workers); ``preview_png`` is a small PNG shown inline in the Dagster UI.
+    """
 
     value: Any
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    preview_png: bytes | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -47,10 +47,23 @@ def _encode_png(value: np.ndarray | bytes) -> bytes:
     """A 2-D array becomes a colour-mapped image (row 0 at the bottom); bytes pass through."""
     if isinstance(value, bytes):
         return value
+    return render_png(np.asarray(value))
+
+
+def render_png(image: np.ndarray, max_width: int | None = None) -> bytes:
+    """A 2-D array as a magma colour-mapped PNG, row 0 at the bottom.
+
+    ``max_width`` (pixels) averages columns in blocks so that the image is at
+    most that wide: a thumbnail for previews.
+    """
     from matplotlib.image import imsave
 
+    if max_width and image.shape[1] > max_width:
+        step = -(-image.shape[1] // max_width)
+        usable = image.shape[1] // step * step
+        image = image[:, :usable].reshape(image.shape[0], -1, step).mean(axis=2)
     buf = io.BytesIO()
-    imsave(buf, np.asarray(value), cmap="magma", origin="lower", format="png")
+    imsave(buf, image, cmap="magma", origin="lower", format="png")
     return buf.getvalue()
 
 

@@ -78,6 +78,6 @@ def plan_events(
             batch.pinged.extend(record_ping(instance, work))
         elif work.to_compute:
             batch.run_requests.append(
-                run_request_for(work, forced, run_key=f"{run_key_prefix}-{i}", tags={**tags, "klio/mode": "bottom-up" if features else "top-down"})
+                run_request_for(graph, work, forced, run_key=f"{run_key_prefix}-{i}", tags={**tags, "klio/mode": "bottom-up" if features else "top-down"})
             )
     return batch

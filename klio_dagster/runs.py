@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from .assets import FAILED, FEATURES_ASSET_NAME, PING_TAG, STATUS_TAG
+from .features import FeatureGraph
 from .lineage import Pair, Plan
 
 Failure = dict[str, str]
@@ -29,12 +30,20 @@ def features_run_config(tracks: Sequence[str], force_features: Sequence[str], as
     return {"ops": {asset_name: {"config": {"tracks": list(tracks), "force_features": list(force_features)}}}}
 
 
-def run_request_for(plan: Plan, force_features: Sequence[str], *, run_key: str | None, tags: dict[str, str]) -> RunRequest:
-    """One run computing every pair of ``plan`` (its features, for all its tracks)."""
+def run_request_for(
+    graph: FeatureGraph, plan: Plan, force_features: Sequence[str], *, run_key: str | None, tags: dict[str, str]
+) -> RunRequest:
+    """One run computing every pair of ``plan``, for all its tracks.
+
+    The selection is the planned features with all their feature ancestors:
+    the step re-plans and skips what is current, and Dagster never treats an
+    ancestor as an external input (which it cannot resolve for a run over an
+    arbitrary set of partitions rather than a key or a range).
+    """
     tracks = list(plan.features_by_track())
     return RunRequest(
         run_key=run_key,
-        asset_selection=[AssetKey(f) for f in plan.features],
+        asset_selection=[AssetKey(f) for f in graph.with_ancestors(plan.features)],
         run_config=features_run_config(tracks, force_features),
         tags={**tags, "klio/tracks": str(len(tracks))},
     )

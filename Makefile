@@ -1,0 +1,45 @@
+# klio-dagster: `make demo` runs the product on a synthetic catalogue; `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+export KLIO_DATA ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(KLIO_DATA)/dagster_home
+export KLIO_STORE ?= $(KLIO_DATA)/store
+export KLIO_QUEUE ?= $(KLIO_DATA)/queue
+
+.PHONY: setup demo dev test bench lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	mkdir -p $(NUMBA_CACHE_DIR) $(DAGSTER_HOME)
+	touch $@
+
+demo: setup  ## generate 12 tracks, ingest them through the local queue, compute the graph, print a table
+	$(BIN)/klio-dagster demo
+
+dev: setup  ## the Dagster UI and daemon on the same instance (http://127.0.0.1:3000)
+	$(BIN)/dagster dev -w workspace.yaml
+
+test: setup  ## the whole test suite (pytest's exit 5, "no tests collected", is reported and fails)
+	@$(BIN)/pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
+	exit $$status
+
+bench: setup  ## benchmarks B1-B3 and memory (minutes); figures go to docs/benchmarks.md by hand
+	$(BIN)/python benchmarks/run_all.py
+
+lock:  ## re-resolve and pin every dependency
+	rm -rf /tmp/klio-lock && $(PYTHON) -m venv /tmp/klio-lock
+	/tmp/klio-lock/bin/pip install --quiet -e '.[dev]'
+	( echo "# Full lock of the tested environment (Python 3.11). Used as pip constraints by make setup."; \
+	  /tmp/klio-lock/bin/pip freeze --exclude-editable ) > requirements.lock
+
+clean:
+	rm -rf $(KLIO_DATA) .pytest_cache

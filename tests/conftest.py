@@ -1,0 +1,59 @@
+"""Shared fixtures: a generated catalogue, an isolated instance/store/queue, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+
+from examples.catalogue import DemoTrack, write_catalogue  # noqa: E402
+from klio_dagster.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def catalogue(tmp_path_factory) -> list[DemoTrack]:
+    """Six 6-second tracks: click, music, speech, twice; WAV, FLAC, OGG, MP3 mixed."""
+    return write_catalogue(tmp_path_factory.mktemp("catalogue"), n_tracks=6, duration_s=6.0, prefix="t")
+
+
+@pytest.fixture
+def klio_env(tmp_path, monkeypatch) -> Path:
+    """A fresh Dagster instance, feature store and queue for one test."""
+    for name, sub in (("DAGSTER_HOME", "home"), ("KLIO_STORE", "store"), ("KLIO_QUEUE", "queue"), ("KLIO_DATA", "data")):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(name, str(tmp_path / sub))
+    (tmp_path / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return tmp_path
+
+
+CliResult = tuple[int, object]
+
+
+@pytest.fixture
+def cli(klio_env, capsys) -> Callable[..., CliResult]:
+    """Run ``klio-dagster ARGS --json`` in-process; return (exit code, parsed JSON or stderr)."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            code = main([*args, "--json"])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        lines = [line for line in out.splitlines() if line.startswith(("{", "["))]
+        return code, (json.loads(lines[-1]) if lines else err)
+
+    return run
+
+
+@pytest.fixture
+def ingested(cli, catalogue) -> list[str]:
+    code, out = cli("ingest", *(str(t.path) for t in catalogue))
+    assert code == 0, out
+    return out["registered"]

@@ -1,0 +1,156 @@
+"""The CLI contract and the lineage semantics: skip, bottom-up, force, ping, batching, isolation."""
+
+from __future__ import annotations
+
+import shutil
+
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
+
+
+def pairs(items) -> list[tuple[str, str]]:
+    return sorted(tuple(p) for p in items)
+
+
+def test_bottom_up_computes_only_the_missing_line_in_one_run(cli, ingested):
+    track = ingested[0]
+    code, out = cli("materialize", "energy", "--tracks", track)
+    assert code == 0, out
+    assert pairs(out["computed"]) == [("beat_tracking", track), ("downsample", track), ("energy", track)]
+    assert len(out["run_ids"]) == 1
+    code, status = cli("status", track)
+    states = {row["feature"]: row["state"] for row in status}
+    assert states == {
+        "audio": "materialized",
+        "downsample": "materialized",
+        "beat_tracking": "materialized",
+        "energy": "materialized",
+        "speechiness": "missing",
+        "instrumentalness": "missing",
+        "spectrogram": "missing",
+    }
+
+
+def test_second_identical_materialize_computes_nothing(cli, ingested):
+    code, first = cli("materialize", "energy", "speechiness", "--all-tracks")
+    assert code == 0 and len(first["computed"]) == 4 * len(ingested)
+    code, second = cli("materialize", "energy", "speechiness", "--all-tracks")
+    assert code == 0
+    assert second["computed"] == [] and second["run_ids"] == []
+    assert pairs(second["skipped"]) == pairs(first["computed"])
+
+
+def test_force_recomputes_only_the_asked_features(cli, ingested):
+    track = ingested[1]
+    cli("materialize", "energy", "--tracks", track)
+    _, before = cli("status", track)
+    code, out = cli("materialize", "energy", "--tracks", track, "--force")
+    assert code == 0
+    assert pairs(out["computed"]) == [("energy", track)]
+    _, after = cli("status", track)
+    run_of = lambda rows, f: next(r["run_id"] for r in rows if r["feature"] == f)  # noqa: E731
+    assert run_of(after, "downsample") == run_of(before, "downsample")
+    assert run_of(after, "energy") != run_of(before, "energy")
+
+
+def test_ping_walks_the_plan_and_computes_nothing(cli, ingested, klio_env):
+    track = ingested[2]
+    code, out = cli("materialize", "energy", "--tracks", track, "--ping")
+    assert code == 0
+    assert out["computed"] == [] and out["run_ids"] == []
+    assert pairs(out["pinged"]) == [("beat_tracking", track), ("downsample", track), ("energy", track)]
+    _, status = cli("status", track)
+    energy = next(r for r in status if r["feature"] == "energy")
+    assert energy["state"] == "missing" and energy["ping_decision"] == "compute" and energy["last_ping"]
+    assert not any((klio_env / "store").glob("energy/*"))
+
+
+def test_plan_is_topological_and_runs_nothing(cli, ingested):
+    a, b = ingested[0], ingested[3]
+    code, out = cli("plan", "energy", "speechiness", "--tracks", a, b)
+    assert code == 0
+    features = [f for f, _ in out["to_compute"]]
+    assert features == ["downsample"] * 2 + ["beat_tracking"] * 2 + ["energy"] * 2 + ["speechiness"] * 2
+    assert out["skipped"] == []
+    assert DagsterInstance.get().get_runs_count() == 0
+
+
+def test_any_set_of_tracks_is_one_run(cli, ingested):
+    chosen = [ingested[0], ingested[3], ingested[5]]
+    code, out = cli("materialize", "spectrogram", "--tracks", *chosen)
+    assert code == 0
+    assert len(out["run_ids"]) == 1 and len(out["computed"]) == 6
+    (run,) = DagsterInstance.get().get_runs(RunsFilter(run_ids=out["run_ids"]))
+    assert run.tags["klio/tracks"] == "3"
+
+
+def test_materialisation_metadata(cli, ingested):
+    track = ingested[0]
+    cli("materialize", "spectrogram", "--tracks", track)
+    instance = DagsterInstance.get()
+
+    def metadata(feature):
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(feature), asset_partitions=[track]), limit=1
+        ).records
+        assert len(records) == 1
+        return records[0].asset_materialization.metadata
+
+    downsample = metadata("downsample")
+    assert downsample["sample_rate_hz"].value == 22050
+    assert abs(downsample["duration_s"].value - 6.0) < 0.01
+    for key in ("uri", "code_version", "compute_s", "source_uri"):
+        assert key in downsample
+    assert downsample["uri"].value.endswith(f"downsample/{track}.npy")
+    assert "data:image/png;base64," in metadata("spectrogram")["preview"].value
+
+
+def test_isolation_bad_files_fail_alone(cli, catalogue, klio_env):
+    good = [str(t.path) for t in catalogue[:3]]
+    empty = klio_env / "empty.wav"
+    empty.write_bytes(b"")
+    corrupt = klio_env / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + bytes(range(256)) * 20)
+    vanished = klio_env / "vanished.ogg"
+    shutil.copy(catalogue[2].path, vanished)
+    code, out = cli("ingest", *good, str(empty), str(corrupt), str(vanished))
+    assert code == 0
+    vanished.unlink()
+
+    code, out = cli("materialize", "speechiness", "--all-tracks")
+    assert code == 1
+    failed = {(f["feature"], f["track"]): f["error"] for f in out["failed"]}
+    assert set(failed) == {
+        ("downsample", "empty"), ("speechiness", "empty"),
+        ("downsample", "corrupt"), ("speechiness", "corrupt"),
+        ("downsample", "vanished"), ("speechiness", "vanished"),
+    }
+    assert "empty" in failed[("downsample", "empty")]
+    assert "cannot decode" in failed[("downsample", "corrupt")]
+    assert "does not exist" in failed[("downsample", "vanished")]
+    assert "input 'downsample' failed" in failed[("speechiness", "empty")]
+    assert len(out["computed"]) == 2 * len(good) and len(out["run_ids"]) == 1
+
+    _, status = cli("status", "corrupt")
+    row = next(r for r in status if r["feature"] == "downsample")
+    assert row["state"] == "failed" and "cannot decode" in row["error"]
+
+
+def test_invalid_input_exits_2_and_writes_nothing(cli, catalogue, klio_env):
+    path = str(catalogue[0].path)
+    for args in (
+        ("ingest", path, "--id", "../escape"),
+        ("ingest", path, "--id", "has/slash"),
+        ("ingest", path, "--id", "a" * 129),
+        ("ingest", path, "--id", "tëst"),
+        ("ingest", str(klio_env / "no-such-file.wav")),
+        ("materialize", "energy", "--tracks", "bad..id"),
+        ("materialize", "no_such_feature", "--tracks", "t"),
+        ("materialize", "energy", "--tracks", "never-ingested"),
+        ("plan", "energy", "--tracks", "-x"),
+        ("status", "a/b"),
+    ):
+        code, err = cli(*args)
+        assert code == 2, (args, err)
+        assert "error" in err
+    assert not any((klio_env / "store").rglob("*.*"))
+    assert DagsterInstance.get().get_dynamic_partitions("tracks") == []
