@@ -129,7 +129,7 @@ def compute_features(
     context.log.info(f"executing with {type(executor).__name__}")
     failures: list[PairResult] = []
     pending = {t.track_id: t for t in tasks}
-    for done, results in enumerate(executor.run(tasks, graph, store_resource.get_store(), store_resource.gcs), 1):
+    for done, results in enumerate(executor.run(tasks, graph, store_resource.get_store()), 1):
         if results:
             pending.pop(results[0].track_id, None)
         for result in results:

@@ -18,17 +18,12 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from .execution import PairResult, TrackTask, compute_track
 from .features import FeatureGraph
 from .storage import FeatureStore
-
-if TYPE_CHECKING:
-    from dagster_gcp import GCSResource
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +33,11 @@ _RUNS_FOLDER = "_runs"
 
 
 class _ComputeTrack(beam.DoFn):
-    def __init__(self, graph: FeatureGraph, store: FeatureStore, gcs: GCSResource | None, results_folder: str):
-        self.graph, self.store, self.gcs, self.results_folder = graph, store, gcs, results_folder
+    def __init__(self, graph: FeatureGraph, store: FeatureStore, results_folder: str):
+        self.graph, self.store, self.results_folder = graph, store, results_folder
 
     def process(self, task: TrackTask):
-        results = compute_track(task, self.graph, self.store, self.gcs)
+        results = compute_track(task, self.graph, self.store)
         payload = json.dumps([r.to_dict() for r in results], default=str).encode()
         self.store.write_bytes(f"{self.results_folder}/{task.track_id}.json", payload)
         yield len(results)
@@ -84,9 +79,7 @@ class BeamExecutor:
             return beam.Pipeline(runner=DATAFLOW_RUNNER, options=PipelineOptions(self.pipeline_args))
         raise ValueError(f"unknown Beam runner {self.runner!r}: use {LOCAL_RUNNER!r} or {DATAFLOW_RUNNER!r}")
 
-    def run(
-        self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, gcs: GCSResource | None = None
-    ) -> Iterator[list[PairResult]]:
+    def run(self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore) -> Iterator[list[PairResult]]:
         if self.runner == DATAFLOW_RUNNER and not store.root_uri.startswith("gs://"):
             raise ValueError("Dataflow workers cannot reach a local feature store: set KLIO_STORE to gs://bucket/prefix")
         folder = f"{_RUNS_FOLDER}/{uuid.uuid4().hex}"
@@ -95,7 +88,7 @@ class BeamExecutor:
             pipeline
             | "Tracks" >> beam.Create(list(tasks))
             | "Spread" >> beam.Reshuffle()
-            | "Compute" >> beam.ParDo(_ComputeTrack(graph, store, gcs, folder))
+            | "Compute" >> beam.ParDo(_ComputeTrack(graph, store, folder))
         )
         errors: list[BaseException] = []
 

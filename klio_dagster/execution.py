@@ -15,7 +15,7 @@ import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .audio import decode
 from .errors import AudioDecodeError, MissingInputError
@@ -23,11 +23,7 @@ from .features import Audio, Feature, FeatureGraph, FeatureOutput
 from .formats import as_frame
 from .lineage import make_data_version
 from .registry import read_source_uri
-from .sources import read_source
 from .storage import FeatureStore, object_name
-
-if TYPE_CHECKING:
-    from dagster_gcp import GCSResource
 
 
 @dataclass(frozen=True)
@@ -61,8 +57,8 @@ class PairResult:
 class _TrackInputs:
     """Lazily loaded inputs of one track: source bytes, decoded audio, stored features."""
 
-    def __init__(self, track_id: str, graph: FeatureGraph, store: FeatureStore, gcs: GCSResource | None):
-        self.track_id, self.graph, self.store, self.gcs = track_id, graph, store, gcs
+    def __init__(self, track_id: str, graph: FeatureGraph, store: FeatureStore):
+        self.track_id, self.graph, self.store = track_id, graph, store
         self.source_uri: str | None = None
         self._source: bytes | None = None
         self._audio: dict[tuple[int | None, bool], Audio] = {}
@@ -77,7 +73,7 @@ class _TrackInputs:
                     raise AudioDecodeError(
                         f"track {self.track_id!r} has no registered source: run `klio-dagster ingest` for it"
                     )
-                self._source = read_source(self.source_uri, self.gcs)
+                self._source = self.store.read_uri(self.source_uri)
             y, sr = decode(self._source, sr=sample_rate, mono=mono, name=self.source_uri)
             self._audio[key] = Audio(y, sr)
         return self._audio[key]
@@ -111,11 +107,9 @@ def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
     return FeatureOutput(out, metadata)
 
 
-def compute_track(
-    task: TrackTask, graph: FeatureGraph, store: FeatureStore, gcs: GCSResource | None = None
-) -> list[PairResult]:
+def compute_track(task: TrackTask, graph: FeatureGraph, store: FeatureStore) -> list[PairResult]:
     """Compute ``task.features`` for one track; one result per feature, in order."""
-    inputs = _TrackInputs(task.track_id, graph, store, gcs)
+    inputs = _TrackInputs(task.track_id, graph, store)
     results: list[PairResult] = []
     failed: set[str] = set()
     for name in task.features:
@@ -155,16 +149,12 @@ def compute_track(
 class TrackExecutor(Protocol):
     """Runs ``compute_track`` over many tracks; yields each track's results as they finish."""
 
-    def run(
-        self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, gcs: GCSResource | None
-    ) -> Iterator[list[PairResult]]: ...
+    def run(self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore) -> Iterator[list[PairResult]]: ...
 
 
 class InProcessExecutor:
     """Computes tracks one after another in the calling process: lowest latency for small batches."""
 
-    def run(
-        self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, gcs: GCSResource | None = None
-    ) -> Iterator[list[PairResult]]:
+    def run(self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore) -> Iterator[list[PairResult]]:
         for task in tasks:
-            yield compute_track(task, graph, store, gcs)
+            yield compute_track(task, graph, store)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 from dagster import ConfigurableResource
-from dagster_gcp import GCSResource
 from pydantic import Field
 
 from .beam import LOCAL_RUNNER, BeamExecutor
@@ -17,15 +16,15 @@ class FeatureStoreResource(ConfigurableResource):
     """Where feature outputs and source records live.
 
     ``uri`` is a local directory or ``gs://bucket/prefix``; GCS access goes
-    through dagster-gcp's ``GCSResource`` (its project, or the environment's
-    default credentials).
+    through dagster-gcp's ``GCSResource`` for ``gcs_project`` (with the
+    environment's default credentials).
     """
 
     uri: str = Field(description="Local directory or gs://bucket/prefix (usually EnvVar('KLIO_STORE')).")
-    gcs: GCSResource = Field(default_factory=GCSResource, description="Client settings for a gs:// store.")
+    gcs_project: str | None = Field(default=None, description="GCP project of the GCS client (gs:// stores).")
 
     def get_store(self) -> FeatureStore:
-        return open_store(self.uri, self.gcs)
+        return open_store(self.uri, self.gcs_project)
 
 
 class FeatureExecutorResource(ConfigurableResource):

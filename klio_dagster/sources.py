@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import AudioDecodeError
 
 if TYPE_CHECKING:
-    from dagster_gcp import GCSResource
+    from google.cloud.storage import Client
 
 
 def normalize_source_uri(uri: str) -> str:
@@ -20,16 +21,17 @@ def normalize_source_uri(uri: str) -> str:
     return str(Path(uri.removeprefix("file://")).expanduser().absolute())
 
 
-def read_source(uri: str, gcs: GCSResource | None = None) -> bytes:
-    """The bytes of a source file; ``AudioDecodeError`` if it is missing."""
+def read_source(uri: str, gcs_client: Callable[[], Client]) -> bytes:
+    """The bytes of a source file; ``AudioDecodeError`` if it is missing.
+
+    ``gcs_client`` makes the client for ``gs://`` URIs (called only for them).
+    """
     if uri.startswith("gs://"):
-        from dagster_gcp import GCSResource
         from google.api_core.exceptions import NotFound
 
         bucket, _, key = uri[len("gs://") :].partition("/")
-        client = (gcs or GCSResource()).get_client()
         try:
-            return client.bucket(bucket).blob(key).download_as_bytes()
+            return gcs_client().bucket(bucket).blob(key).download_as_bytes()
         except NotFound as exc:
             raise AudioDecodeError(f"source file {uri} does not exist") from exc
     try:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from .errors import StoreError
 
 if TYPE_CHECKING:
-    from dagster_gcp import GCSResource
     from google.cloud.storage import Client
 
 
@@ -54,6 +53,18 @@ class FeatureStore(ABC):
     @abstractmethod
     def delete_folder(self, folder: str) -> None:
         """Delete every object under ``folder`` (no error if there is none)."""
+
+    def gcs_client(self) -> Client:
+        """A GCS client for ``gs://`` sources (the environment's default credentials)."""
+        from dagster_gcp import GCSResource
+
+        return GCSResource().get_client()
+
+    def read_uri(self, uri: str) -> bytes:
+        """Read a source file by URI (local path, ``file://`` or ``gs://``)."""
+        from .sources import read_source
+
+        return read_source(uri, self.gcs_client)
 
     def existing_tracks(self, feature: str, extension: str) -> set[str]:
         """Track IDs that have a stored ``feature`` output, from one listing."""
@@ -109,15 +120,13 @@ class GCSFeatureStore(FeatureStore):
 
     A GCS upload is atomic: the object appears under its name only once the
     upload has completed, so no temporary name is needed. The client is made
-    lazily so that the store can be pickled to Beam workers.
+    lazily from the project name so that the store pickles to Beam workers.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", gcs: GCSResource | None = None):
-        from dagster_gcp import GCSResource
-
+    def __init__(self, bucket: str, prefix: str = "", project: str | None = None):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.gcs = gcs or GCSResource()
+        self.project = project
         self._client: Client | None = None
 
     def __getstate__(self) -> dict:
@@ -126,8 +135,13 @@ class GCSFeatureStore(FeatureStore):
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = self.gcs.get_client()
+            from dagster_gcp import GCSResource
+
+            self._client = GCSResource(project=self.project).get_client()
         return self._client
+
+    def gcs_client(self) -> Client:
+        return self.client
 
     @property
     def root_uri(self) -> str:
@@ -159,7 +173,7 @@ class GCSFeatureStore(FeatureStore):
             blob.delete()
 
 
-def open_store(uri: str, gcs: GCSResource | None = None) -> FeatureStore:
+def open_store(uri: str, gcs_project: str | None = None) -> FeatureStore:
     """The store for ``uri``: ``gs://bucket/prefix`` or a local directory path."""
     if not uri:
         raise StoreError("empty feature store URI: set KLIO_STORE to a directory or gs://bucket/prefix")
@@ -167,7 +181,7 @@ def open_store(uri: str, gcs: GCSResource | None = None) -> FeatureStore:
         bucket, _, prefix = uri[len("gs://") :].partition("/")
         if not bucket:
             raise StoreError(f"feature store URI {uri!r} has no bucket: use gs://bucket/prefix")
-        return GCSFeatureStore(bucket, prefix, gcs)
+        return GCSFeatureStore(bucket, prefix, gcs_project)
     if "://" in uri and not uri.startswith("file://"):
         raise StoreError(f"unsupported feature store URI {uri!r}: use a directory path or gs://bucket/prefix")
     return LocalFeatureStore(uri.removeprefix("file://"))

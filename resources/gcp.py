@@ -11,7 +11,6 @@ import os
 from typing import Any
 
 from dagster import EnvVar
-from dagster_gcp import GCSResource
 
 from klio_dagster import FeatureExecutorResource, FeatureStoreResource
 from klio_dagster.beam import DATAFLOW_RUNNER
@@ -33,6 +32,6 @@ def dataflow_args() -> list[str]:
 def gcp_resources() -> dict[str, Any]:
     return {
         **local_resources(),
-        "klio_store": FeatureStoreResource(uri=EnvVar("KLIO_STORE"), gcs=GCSResource(project=EnvVar("GCP_PROJECT"))),
+        "klio_store": FeatureStoreResource(uri=EnvVar("KLIO_STORE"), gcs_project=EnvVar("GCP_PROJECT")),
         "klio_executor": FeatureExecutorResource(mode="auto", runner=DATAFLOW_RUNNER, pipeline_args=dataflow_args()),
     }
