@@ -123,13 +123,15 @@ def feature(
         Asset name; defaults to the function's name.
     """
 
+    output_format = get_format(output)
+
     def decorate(fn: Callable[..., Any]) -> Feature:
         params = list(inspect.signature(fn).parameters)
         return Feature(
             name=name or fn.__name__,
             fn=fn,
             code_version=code_version,
-            output_format=get_format(output),
+            output_format=output_format,
             inputs=tuple(p for p in params if p not in RESERVED_PARAMETERS),
             wants_audio=AUDIO in params,
             wants_track_id="track_id" in params,

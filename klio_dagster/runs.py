@@ -31,7 +31,13 @@ def features_run_config(tracks: Sequence[str], force_features: Sequence[str], as
 
 
 def run_request_for(
-    graph: FeatureGraph, plan: Plan, force_features: Sequence[str], *, run_key: str | None, tags: dict[str, str]
+    graph: FeatureGraph,
+    plan: Plan,
+    force_features: Sequence[str],
+    *,
+    run_key: str | None,
+    tags: dict[str, str],
+    asset_name: str = FEATURES_ASSET_NAME,
 ) -> RunRequest:
     """One run computing every pair of ``plan``, for all its tracks.
 
@@ -44,7 +50,7 @@ def run_request_for(
     return RunRequest(
         run_key=run_key,
         asset_selection=[AssetKey(f) for f in graph.with_ancestors(plan.features)],
-        run_config=features_run_config(tracks, force_features),
+        run_config=features_run_config(tracks, force_features, asset_name),
         tags={**tags, "klio/tracks": str(len(tracks))},
     )
 
@@ -79,9 +85,9 @@ def execute_run(job: JobDefinition, instance: DagsterInstance, request: RunReque
             if o.tags.get(STATUS_TAG) == FAILED:
                 outcome.failed.append({"feature": o.asset_key.path[-1], "track": o.partition, "error": o.metadata["error"].value})
     if not result.success and not outcome.failed:
-        error = result.failure_data_for_node(FEATURES_ASSET_NAME)
-        message = error.error.message if error and error.error else "the run failed"
-        raise RuntimeError(f"run {result.run_id} failed before computing any track: {message}")
+        errors = [e.step_failure_data.error for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+        message = errors[0].message if errors and errors[0] else "the run failed"
+        raise RuntimeError(f"run {result.run_id} failed before recording any track: {message}")
     return outcome
 
 

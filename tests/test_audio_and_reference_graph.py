@@ -1,0 +1,120 @@
+"""Audio helpers and the reference features on generated audio with known ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandera.errors
+import pytest
+
+from examples import descriptors
+from examples.catalogue import click_track, music_like, speech_like
+from examples.reference_graph import (
+    SAMPLE_RATE,
+    beat_tracking,
+    downsample,
+    energy,
+    instrumentalness,
+    reference_graph,
+    spectrogram,
+    speechiness,
+)
+from klio_dagster import Audio, AudioDecodeError
+from klio_dagster.audio import decode, rms_per_interval
+from klio_dagster.formats import as_frame
+
+
+@pytest.mark.parametrize("index", range(4))  # WAV, FLAC, OGG, MP3
+def test_decode_every_demo_format_to_mono_22050(catalogue, index):
+    track = catalogue[index]
+    y, sr = decode(track.path.read_bytes(), sr=SAMPLE_RATE)
+    assert sr == SAMPLE_RATE and y.ndim == 1 and y.dtype == np.float32
+    assert abs(len(y) / sr - 6.0) < 0.1  # MP3 adds encoder padding
+    assert np.max(np.abs(y)) > 0.05
+
+
+@pytest.mark.parametrize(
+    ("data", "message"), [(b"", "empty"), (b"RIFF\x00\x00\x00\x00WAVE", "cannot decode"), (b"\x00" * 1000, "cannot decode")]
+)
+def test_decode_rejects_bad_files(data, message):
+    with pytest.raises(AudioDecodeError, match=message):
+        decode(data, name="bad.wav")
+
+
+def test_rms_per_interval_matches_direct_computation():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(1000).astype(np.float32)
+    edges = np.array([0.0, 0.01, 0.035, 0.1])
+    got = rms_per_interval(y, 10_000, edges)
+    want = [np.sqrt(np.mean(y[a:b] ** 2)) for a, b in ((0, 100), (100, 350), (350, 1000))]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bpm", [90.0, 120.0, 140.0])
+def test_beat_tracking_recovers_click_tempo(bpm):
+    y = click_track(bpm, 12.0, sr=SAMPLE_RATE)
+    table = beat_tracking.fn(y).value
+    assert abs(table["tempo_bpm"].iloc[0] - bpm) / bpm < 0.04
+    intervals = np.diff(table["time_s"].to_numpy())
+    assert abs(np.median(intervals) - 60 / bpm) < 0.02
+    beat_tracking.schema.validate(as_frame(table))
+
+
+def test_energy_per_beat_interval_is_louder_for_louder_signal():
+    y = click_track(120.0, 8.0, sr=SAMPLE_RATE)
+    beats = beat_tracking.fn(y).value
+    quiet, loud = energy.fn(0.1 * y, beats).value, energy.fn(y, beats).value
+    assert len(loud) == len(beats) + 1
+    np.testing.assert_allclose(loud["rms"], 10 * quiet["rms"], rtol=1e-4)
+    assert loud["start_s"].iloc[0] == 0.0 and abs(loud["end_s"].iloc[-1] - 8.0) < 1e-3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_speechiness_and_instrumentalness_separate_speech_from_music(seed):
+    speech = speech_like(15.0, sr=SAMPLE_RATE, seed=seed)
+    music = music_like(110.0 + 10 * seed, 15.0, sr=SAMPLE_RATE, seed=seed)
+    clicks = click_track(100.0 + 20 * seed, 15.0, sr=SAMPLE_RATE, seed=seed)
+    s = {k: speechiness.fn(y).value for k, y in (("speech", speech), ("music", music), ("clicks", clicks))}
+    i = {k: instrumentalness.fn(y).value for k, y in (("speech", speech), ("music", music), ("clicks", clicks))}
+    assert s["speech"]["speechiness"] > 0.7
+    assert s["music"]["speechiness"] < 0.35 and s["clicks"]["speechiness"] < 0.35
+    assert i["speech"]["instrumentalness"] < 0.3
+    assert i["music"]["instrumentalness"] > 0.65 and i["clicks"]["instrumentalness"] > 0.65
+    for value in (*s.values(), *i.values()):
+        assert all(0.0 <= v <= 1.0 for v in value.values())
+
+
+def test_scores_are_deterministic():
+    y = speech_like(8.0, sr=SAMPLE_RATE, seed=4)
+    assert speechiness.fn(y).value == speechiness.fn(y.copy()).value
+
+
+def test_silence_scores_do_not_divide_by_zero():
+    silence = np.zeros(SAMPLE_RATE * 3, dtype=np.float32)
+    assert descriptors.pause_ratio(silence) == 1.0
+    assert descriptors.rhythmic_regularity(silence, SAMPLE_RATE) == 0.0
+
+
+def test_spectrogram_schema_and_preview():
+    out = spectrogram.fn(music_like(120.0, 5.0, sr=SAMPLE_RATE))
+    assert out.value.shape[0] == 128 and out.value.max() <= 0.0 and out.value.min() >= -80.0
+    assert out.preview_png.startswith(b"\x89PNG")
+    spectrogram.schema.validate(as_frame(out.value))
+
+
+def test_schemas_reject_bad_values():
+    with pytest.raises(pandera.errors.SchemaError):
+        speechiness.schema.validate(as_frame({"speechiness": 1.5, "rhythmic_regularity": 0.1, "pause_ratio": 0.2}))
+    with pytest.raises(pandera.errors.SchemaError):
+        downsample.schema.validate(as_frame(np.array([0.0, np.nan], dtype=np.float32)))
+
+
+def test_downsample_passes_decoded_audio_through():
+    samples = np.ones(SAMPLE_RATE, dtype=np.float32) * 0.5
+    assert downsample.fn(Audio(samples, SAMPLE_RATE)).value is samples
+
+
+def test_reference_graph_shape():
+    assert reference_graph.names == ("downsample", "beat_tracking", "energy", "speechiness", "instrumentalness", "spectrogram")
+    assert reference_graph.with_ancestors(["energy"]) == ["downsample", "beat_tracking", "energy"]
+    assert reference_graph.descendants(["beat_tracking"]) == ["energy"]
+    assert reference_graph.descendants(["audio"]) == list(reference_graph.names)

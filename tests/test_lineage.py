@@ -1,0 +1,47 @@
+"""Stale detection and the planner's decisions from the event log."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dagster import DagsterInstance
+
+from examples.reference_graph import reference_graph
+from klio_dagster import FeatureGraph
+from klio_dagster.lineage import load_lineage, plan, state_of
+
+
+def bumped(graph: FeatureGraph, name: str) -> FeatureGraph:
+    return FeatureGraph([replace(f, code_version=f.code_version + "-next") if f.name == name else f for f in graph])
+
+
+def test_bumped_code_version_makes_feature_and_descendants_stale(cli, ingested):
+    track = ingested[0]
+    cli("materialize", "energy", "speechiness", "--tracks", track)
+    instance = DagsterInstance.get()
+    graph = bumped(reference_graph, "beat_tracking")
+    lineage = load_lineage(instance, graph.names, [track])
+    assert state_of(graph, lineage, "beat_tracking", track) == "stale"
+    assert state_of(graph, lineage, "downsample", track) == "materialized"
+    work = plan(graph, lineage, ["energy", "speechiness"], [track])
+    assert work.to_compute == [("beat_tracking", track), ("energy", track)]
+    assert ("downsample", track) in work.skipped and ("speechiness", track) in work.skipped
+
+
+def test_rematerialised_parent_makes_children_stale(cli, ingested):
+    track = ingested[1]
+    cli("materialize", "energy", "--tracks", track)
+    cli("materialize", "downsample", "--tracks", track, "--force")
+    lineage = load_lineage(DagsterInstance.get(), reference_graph.names, [track])
+    assert state_of(reference_graph, lineage, "beat_tracking", track) == "stale"
+    code, out = cli("plan", "energy", "--tracks", track)
+    assert out["to_compute"] == [["beat_tracking", track], ["energy", track]]
+    code, status = cli("status", track)
+    assert {r["feature"]: r["state"] for r in status}["energy"] == "stale"
+
+
+def test_planner_on_an_empty_log_computes_the_closure_only(klio_env):
+    lineage = load_lineage(DagsterInstance.get(), reference_graph.names, ["a", "b"])
+    work = plan(reference_graph, lineage, ["spectrogram"], ["a", "b"])
+    assert work.to_compute == [("downsample", "a"), ("downsample", "b"), ("spectrogram", "a"), ("spectrogram", "b")]
+    assert work.features_by_track() == {"a": ("downsample", "spectrogram"), "b": ("downsample", "spectrogram")}

@@ -1,0 +1,70 @@
+"""The local-queue ingestion sensor: batching, dead letters, acknowledgement after recording."""
+
+from __future__ import annotations
+
+import json
+
+from dagster import DagsterInstance, build_sensor_context
+
+import definitions
+from klio_dagster.events import TrackEvent
+from klio_dagster.local_queue import LocalQueue
+from klio_dagster.runs import execute_run
+
+
+def tick(cursor=None):
+    defs = definitions.defs
+    sensor = defs.resolve_sensor_def("klio_local_ingestion")
+    with build_sensor_context(
+        instance=DagsterInstance.get(), cursor=cursor, definitions=defs, resources=defs.resources
+    ) as context:
+        return sensor.evaluate_tick(context)
+
+
+def test_messages_become_partitions_and_one_batched_run(klio_env, catalogue):
+    queue = LocalQueue(klio_env / "queue")
+    queue.publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in catalogue[:4]])
+    queue.publish(b"{not json")
+    queue.publish(json.dumps({"track_id": "../../etc/passwd", "uri": "/x.wav"}).encode())
+    queue.publish(json.dumps({"track_id": "ok-id", "features": ["nope"], "uri": "/x.wav"}).encode())
+    queue.publish(json.dumps({"track_id": "ok-id", "force": "yes", "uri": "/x.wav"}).encode())
+    queue.publish(json.dumps({"track_id": "no-source-anywhere"}).encode())
+
+    result = tick()
+    (request,) = result.dynamic_partitions_requests
+    assert sorted(request.partition_keys) == sorted(t.track_id for t in catalogue[:4])
+    (run,) = result.run_requests  # four top-down events: one run
+    config = run.run_config["ops"]["klio_features"]["config"]
+    assert sorted(config["tracks"]) == sorted(t.track_id for t in catalogue[:4])
+    assert {k.path[-1] for k in run.asset_selection} == set(definitions.feature_graph.names)
+
+    reasons = [reason for _, reason in queue.dead_letters()]
+    assert len(reasons) == 5
+    assert any("not valid JSON" in r for r in reasons)
+    assert any("invalid track ID" in r for r in reasons)
+    assert any("unknown feature" in r for r in reasons)
+    assert any("'force' must be a bool" in r for r in reasons)
+    assert any("no registered source" in r for r in reasons)
+
+    # Nothing is acknowledged until the next tick, which carries the stored cursor.
+    assert len(queue) == 9
+    again = tick(result.cursor)
+    assert again.run_requests == [] and len(queue) == 0
+
+
+def test_duplicate_events_after_materialisation_make_no_run(klio_env, catalogue):
+    queue = LocalQueue(klio_env / "queue")
+    instance = DagsterInstance.get()
+    event = TrackEvent(catalogue[0].track_id, uri=str(catalogue[0].path), features=("speechiness",))
+    queue.publish_events([event])
+    first = tick()
+    for request in first.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    job = definitions.defs.resolve_job_def("klio_features_job")
+    (run,) = first.run_requests
+    outcome = execute_run(job, instance, run)
+    assert sorted(outcome.computed) == [("downsample", event.track_id), ("speechiness", event.track_id)]
+
+    queue.publish_events([event, event])  # redelivered / duplicated
+    second = tick(first.cursor)
+    assert second.run_requests == []
