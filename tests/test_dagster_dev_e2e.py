@@ -1,0 +1,99 @@
+"""End to end: `dagster dev` with the reference location, the sensor running by default.
+
+A message published to the local queue must end up, with no click, as
+materialised features that the UI's GraphQL API and `klio-dagster status` show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from klio_dagster.events import TrackEvent
+from klio_dagster.local_queue import LocalQueue
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["data"]
+
+
+@pytest.fixture
+def dagster_dev(klio_env):
+    port = _free_port()
+    log = open(klio_env / "dagster-dev.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml", "-p", str(port), "-h", "127.0.0.1"],
+        cwd=REPO,
+        env={**os.environ},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # dagster dev ignores SIGTERM from a non-interactive shell otherwise
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                _graphql(port, "{ version }")
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("dagster dev did not serve within 120 s:\n" + (klio_env / "dagster-dev.log").read_text()[-3000:])
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_published_tracks_are_materialised_without_a_click(dagster_dev, klio_env, catalogue, cli):
+    port = dagster_dev
+    tracks = catalogue[:2]
+    LocalQueue(klio_env / "queue").publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in tracks])
+
+    deadline = time.time() + 240
+    states: dict[str, str] = {}
+    while time.time() < deadline:
+        code, status = cli("status", tracks[1].track_id)  # exit 2 until the sensor registers the track
+        states = {row["feature"]: row["state"] for row in status} if code == 0 else {}
+        if states and all(s == "materialized" for s in states.values()):
+            break
+        time.sleep(3)
+    log = (klio_env / "dagster-dev.log").read_text()[-3000:]
+    assert states and all(s == "materialized" for s in states.values()), (states, log)
+
+    data = _graphql(
+        port,
+        '{ assetNodeOrError(assetKey: {path: ["spectrogram"]}) { ... on AssetNode { partitionKeys '
+        "assetMaterializations(limit: 5) { partition metadataEntries { label } } } } }",
+    )
+    node = data["assetNodeOrError"]
+    assert sorted(node["partitionKeys"]) == sorted(t.track_id for t in tracks)
+    labels = {e["label"] for m in node["assetMaterializations"] for e in m["metadataEntries"]}
+    assert {"uri", "preview", "code_version", "compute_s"} <= labels
