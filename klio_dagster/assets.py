@@ -162,7 +162,7 @@ def build_feature_assets(
     specs = [
         AssetSpec(
             f.asset_key,
-            deps=[AssetKey(u) for u in f.upstream()] + list(f.deps),
+            deps=[AssetKey(u) for u in f.upstream()] + [AssetKey.from_coercible(d) for d in f.deps],
             partitions_def=tracks_partitions,
             code_version=f.code_version,
             description=f.description,

@@ -73,6 +73,7 @@ class BeamExecutor:
                 self.pipeline_args,
                 direct_running_mode="multi_processing",
                 direct_num_workers=workers,
+                default_sdk_harness_log_level="ERROR",
             )
             return beam.Pipeline(runner=FnApiRunner(), options=options)
         if self.runner == DATAFLOW_RUNNER:

@@ -23,9 +23,8 @@ from dagster import DagsterInstance, Definitions, JobDefinition
 
 from .errors import InvalidRequest, KlioError
 from .features import FeatureGraph
-from .registry import ingest
 from .storage import FeatureStore
-from .tracks import registered_tracks, track_id_from_path, validate_track_ids
+from .tracks import ingest, registered_tracks, track_id_from_path, validate_track_ids
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}

@@ -21,9 +21,9 @@ from .audio import decode
 from .errors import AudioDecodeError, MissingInputError
 from .features import Audio, Feature, FeatureGraph, FeatureOutput
 from .formats import as_frame
-from .lineage import make_data_version
 from .registry import read_source_uri
 from .storage import FeatureStore, object_name
+from .versions import make_data_version
 
 
 @dataclass(frozen=True)

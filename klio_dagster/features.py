@@ -11,13 +11,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandera.pandas as pa
-from dagster import AssetKey
 
 from .formats import OutputFormat, get_format
+
+if TYPE_CHECKING:  # Beam workers import features without Dagster
+    import pandera.pandas as pa
+    from dagster import AssetKey
 
 #: Name of the source asset: the registered file of each track.
 AUDIO = "audio"
@@ -73,11 +75,13 @@ class Feature:
     sample_rate: int | None = None
     mono: bool = True
     schema: pa.DataFrameSchema | None = None
-    deps: tuple[AssetKey, ...] = ()
+    deps: tuple[str | AssetKey, ...] = ()
     description: str | None = None
 
     @property
     def asset_key(self) -> AssetKey:
+        from dagster import AssetKey
+
         return AssetKey(self.name)
 
     @property
@@ -138,7 +142,7 @@ def feature(
             sample_rate=sample_rate,
             mono=mono,
             schema=schema,
-            deps=tuple(AssetKey.from_coercible(d) for d in deps),
+            deps=tuple(deps),
             description=inspect.getdoc(fn),
         )
 

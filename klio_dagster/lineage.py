@@ -16,19 +16,12 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from .features import FeatureGraph
+from .versions import code_version_of
 
 #: Above this many tracks, one query over all partitions beats a huge IN clause.
 _MAX_FILTERED_PARTITIONS = 500
 
 Pair = tuple[str, str]
-
-
-def make_data_version(code_version: str, digest: str) -> str:
-    return f"{code_version}:{digest}"
-
-
-def code_version_of(data_version: str) -> str:
-    return data_version.rpartition(":")[0]
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A record is a small JSON object stored at ``audio/{track_id}.json`` in the
 feature store, so registering a track is one atomic write and the set of
 registered sources is one listing. Recording a Dagster event per track
 would cost ~10 ms each and make bulk registration of 100k tracks take
-minutes; the partition add itself is chunked (see ``tracks.register_tracks``).
+minutes; the partition add itself is chunked (see ``tracks.ingest``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from dagster import DagsterInstance
-
 from .features import AUDIO
-from .sources import normalize_source_uri
 from .storage import FeatureStore, object_name
-from .tracks import register_tracks, validate_track_ids
 
 _IO_THREADS = 16
 
@@ -52,17 +48,3 @@ def read_source_uri(store: FeatureStore, track_id: str) -> str | None:
 def tracks_with_sources(store: FeatureStore) -> set[str]:
     """Every track that has a source record, from one listing."""
     return store.existing_tracks(AUDIO, "json")
-
-
-def ingest(instance: DagsterInstance, store: FeatureStore, sources: Mapping[str, str]) -> list[str]:
-    """Register tracks: validate every ID first, record sources, then add partitions.
-
-    Nothing is written if any ID is invalid. A partition is added only once
-    its source is recorded, so every partition has a source. Returns the
-    track IDs in the order given.
-    """
-    track_ids = validate_track_ids(sources)
-    normalized = {t: normalize_source_uri(sources[t]) for t in track_ids}
-    record_sources(store, normalized)
-    register_tracks(instance, track_ids)
-    return track_ids

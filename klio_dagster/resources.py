@@ -35,7 +35,7 @@ class FeatureExecutorResource(ConfigurableResource):
     """
 
     mode: Literal["auto", "in_process", "beam"] = "auto"
-    beam_min_tracks: int = Field(default=16, ge=1)
+    beam_min_tracks: int = Field(default=8, ge=1)
     runner: str = LOCAL_RUNNER
     num_workers: int = Field(default=0, ge=0, description="Local Beam workers; 0 = one per core.")
     pipeline_args: list[str] = Field(default_factory=list, description="Extra Beam pipeline options.")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 
 from .errors import InvalidTrackId
+from .registry import record_sources
+from .sources import normalize_source_uri
+from .storage import FeatureStore
 
 TRACKS_PARTITIONS_NAME = "tracks"
 tracks_partitions = DynamicPartitionsDefinition(name=TRACKS_PARTITIONS_NAME)
@@ -61,3 +64,17 @@ def register_tracks(instance: DagsterInstance, track_ids: Sequence[str]) -> list
     for start in range(0, len(new), PARTITION_ADD_CHUNK):
         instance.add_dynamic_partitions(TRACKS_PARTITIONS_NAME, new[start : start + PARTITION_ADD_CHUNK])
     return new
+
+
+def ingest(instance: DagsterInstance, store: FeatureStore, sources: Mapping[str, str]) -> list[str]:
+    """Register tracks: validate every ID first, record sources, then add partitions.
+
+    Nothing is written if any ID is invalid. A partition is added only once
+    its source is recorded, so every partition has a source. Returns the
+    track IDs in the order given.
+    """
+    track_ids = validate_track_ids(sources)
+    normalized = {t: normalize_source_uri(sources[t]) for t in track_ids}
+    record_sources(store, normalized)
+    register_tracks(instance, track_ids)
+    return track_ids

@@ -22,7 +22,7 @@ from klio_dagster import (
 )
 from klio_dagster.formats import FORMATS
 from klio_dagster.lineage import load_lineage, plan
-from klio_dagster.registry import ingest
+from klio_dagster.tracks import ingest
 from klio_dagster.runs import execute_run, run_request_for
 
 
@@ -56,7 +56,7 @@ def peak_report(context, klio_store: FeatureStoreResource) -> None:
 def test_decorator_infers_inputs_and_reserved_parameters():
     assert peak.inputs == () and peak.wants_audio and peak.wants_track_id and peak.sample_rate == 8000
     assert peak_table.inputs == ("peak",) and peak_table.upstream() == ("peak",)
-    assert peak.deps == (AssetKey("loudness_reference"),)
+    assert peak.deps == ("loudness_reference",)
     assert peak.description == "Peak absolute amplitude of the track at 8 kHz."
 
 

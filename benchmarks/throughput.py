@@ -1,0 +1,119 @@
+"""B1 and B2: whole-graph throughput on the same demo-length tracks, side by side.
+
+B1: klio-dagster's batched `materialize` (one run, one Beam pipeline on all
+cores) against a plain hand-written `multiprocessing.Pool` script doing the
+same librosa work and writing the same outputs.
+B2: the same tracks through one Dagster run per track (the naive way) against
+the batched path.
+
+    python benchmarks/throughput.py --tracks 100 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import librosa  # noqa: F401 - imported before forking, as a hand-written script would
+import numpy as np
+
+from common import fresh_environment, klio, timed
+from examples.catalogue import write_catalogue
+from examples.reference_graph import (
+    SAMPLE_RATE,
+    beat_tracking,
+    downsample,
+    energy,
+    instrumentalness,
+    spectrogram,
+    speechiness,
+)
+from klio_dagster import Audio
+from klio_dagster.audio import decode
+from klio_dagster.formats import render_png
+
+OUT: Path
+
+
+def baseline_track(path: str) -> None:
+    """The reference graph for one track, by hand: decode, compute, write."""
+    track = Path(path).stem
+    y, sr = decode(Path(path).read_bytes(), sr=SAMPLE_RATE)
+    ds = downsample.fn(Audio(y, sr)).value
+    np.save(OUT / f"{track}.downsample.npy", ds)
+    beats = beat_tracking.fn(ds).value
+    beats.to_parquet(OUT / f"{track}.beats.parquet")
+    energy.fn(ds, beats).value.to_parquet(OUT / f"{track}.energy.parquet")
+    (OUT / f"{track}.speechiness.json").write_text(json.dumps(speechiness.fn(ds).value))
+    (OUT / f"{track}.instrumentalness.json").write_text(json.dumps(instrumentalness.fn(ds).value))
+    (OUT / f"{track}.spectrogram.png").write_bytes(render_png(spectrogram.fn(ds).value))
+
+
+def _init(out: str) -> None:
+    global OUT
+    OUT = Path(out)
+
+
+def run_baseline(paths: list[str], workers: int) -> None:
+    with tempfile.TemporaryDirectory() as out, multiprocessing.Pool(workers, initializer=_init, initargs=(out,)) as pool:
+        pool.map(baseline_track, paths, chunksize=1)
+
+
+def time_baseline_command(audio_dir: str, workers: int) -> float:
+    """The Pool script run as a command, like `klio-dagster materialize` (start-up included in both)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--pool-baseline", audio_dir, "--workers", str(workers)], check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tracks", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--pool-baseline", metavar="AUDIO_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.pool_baseline:
+        run_baseline(sorted(str(p) for p in Path(args.pool_baseline).iterdir()), args.workers)
+        return
+    t: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as audio_dir:
+        catalogue = write_catalogue(audio_dir, args.tracks, args.duration, prefix="bench")
+        every = ["downsample", "beat_tracking", "energy", "speechiness", "instrumentalness", "spectrogram"]
+
+        t["pool"] = time_baseline_command(audio_dir, args.workers)
+
+        with fresh_environment("batched"):
+            klio("ingest", audio_dir)
+            with timed(t, "batched"):
+                batched = klio("materialize", *every, "--all-tracks")
+            assert not batched["failed"], batched["failed"][:3]
+            assert len(batched["computed"]) == len(every) * args.tracks and len(batched["run_ids"]) == 1
+
+        if not args.skip_naive:
+            with fresh_environment("naive"):
+                klio("ingest", audio_dir)
+                with timed(t, "naive"):
+                    for c in catalogue:
+                        klio("materialize", *every, "--tracks", c.track_id)
+
+    n, d = args.tracks, args.duration
+    print(f"{n} tracks x {d:.0f} s, {args.workers} cores")
+    print(f"B1 Pool({args.workers}) script        {t['pool']:7.1f} s  {n / t['pool']:6.2f} tracks/s")
+    print(f"B1 klio-dagster batched      {t['batched']:7.1f} s  {n / t['batched']:6.2f} tracks/s")
+    print(f"B1 throughput ratio (klio / Pool): {t['pool'] / t['batched']:.2f}x  (goal >= 0.9x)")
+    if "naive" in t:
+        print(f"B2 one run per track (CLI)   {t['naive']:7.1f} s  {n / t['naive']:6.2f} tracks/s")
+        print(f"B2 speed-up of batching (naive / batched): {t['naive'] / t['batched']:.1f}x  (goal >= 10x)")
+
+
+if __name__ == "__main__":
+    main()
