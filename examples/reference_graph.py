@@ -22,7 +22,7 @@ from . import descriptors
 
 SAMPLE_RATE = 22_050
 #: Width in pixels of the spectrogram thumbnail shown in the Dagster UI.
-PREVIEW_WIDTH = 320
+PREVIEW_WIDTH = 240
 
 _unit = pa.Check.in_range(0.0, 1.0)
 
@@ -130,7 +130,7 @@ def spectrogram(downsample: np.ndarray) -> FeatureOutput:
     return FeatureOutput(
         mel_db,
         {"mel_bands": int(mel_db.shape[0]), "frames": int(mel_db.shape[1])},
-        preview_png=render_png(mel_db[::2], max_width=PREVIEW_WIDTH),
+        preview_png=render_png(mel_db[::4], max_width=PREVIEW_WIDTH),
     )
 
 

@@ -65,29 +65,58 @@ class RunOutcome:
 
 
 def execute_run(job: JobDefinition, instance: DagsterInstance, request: RunRequest) -> RunOutcome:
-    """Execute a run request in this process, against ``instance``, and wait for it."""
-    run_config = dict(request.run_config)
-    run_config.setdefault("loggers", {"console": {"config": {"log_level": "WARNING"}}})
-    result = job.execute_in_process(
+    """Execute a run request in this process, against ``instance``, and wait for it.
+
+    Events are streamed to the instance and not kept in memory (unlike
+    ``execute_in_process``, which keeps every event of the run), so memory
+    stays flat however many tracks the run has; the outcome is then read
+    back from the event log in pages.
+    """
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan, execute_run_iterator
+
+    selection = frozenset(request.asset_selection or [])
+    subset = job.get_subset(asset_selection=selection) if selection else job
+    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **request.run_config}
+    plan = create_execution_plan(subset, run_config=run_config, instance_ref=instance.get_ref())
+    run = instance.create_run_for_job(
+        job_def=subset,
         run_config=run_config,
-        instance=instance,
-        asset_selection=list(request.asset_selection or []),
-        tags=dict(request.tags),
-        raise_on_error=False,
+        tags={**job.run_tags, **request.tags},
+        asset_selection=selection or None,
+        execution_plan=plan,
     )
-    outcome = RunOutcome(result.run_id)
-    for event in result.all_events:
-        if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-            m = event.step_materialization_data.materialization
-            outcome.computed.append((m.asset_key.path[-1], m.partition))
-        elif event.event_type == DagsterEventType.ASSET_OBSERVATION:
-            o = event.asset_observation_data.asset_observation
-            if o.tags.get(STATUS_TAG) == FAILED:
-                outcome.failed.append({"feature": o.asset_key.path[-1], "track": o.partition, "error": o.metadata["error"].value})
-    if not result.success and not outcome.failed:
-        errors = [e.step_failure_data.error for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
-        message = errors[0].message if errors and errors[0] else "the run failed"
-        raise RuntimeError(f"run {result.run_id} failed before recording any track: {message}")
+    for _ in execute_run_iterator(InMemoryJob(subset), run, instance):
+        pass
+    return read_outcome(instance, run.run_id)
+
+
+def read_outcome(instance: DagsterInstance, run_id: str, page_size: int = 5_000) -> RunOutcome:
+    """Computed and failed pairs of a finished run, from its event log."""
+    outcome = RunOutcome(run_id)
+    kinds = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION, DagsterEventType.STEP_FAILURE}
+    step_errors: list[str] = []
+    cursor = None
+    while True:
+        page = instance.get_records_for_run(run_id, cursor=cursor, of_type=kinds, limit=page_size)
+        for record in page.records:
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                m = event.step_materialization_data.materialization
+                outcome.computed.append((m.asset_key.path[-1], m.partition))
+            elif event.event_type == DagsterEventType.ASSET_OBSERVATION:
+                o = event.asset_observation_data.asset_observation
+                if o.tags.get(STATUS_TAG) == FAILED:
+                    outcome.failed.append({"feature": o.asset_key.path[-1], "track": o.partition, "error": o.metadata["error"].value})
+            elif event.step_failure_data.error:
+                step_errors.append(event.step_failure_data.error.message)
+        cursor = page.cursor
+        if not page.has_more:
+            break
+    if step_errors and not outcome.failed:
+        raise RuntimeError(f"run {run_id} failed before recording any track: {step_errors[0].strip()}")
     return outcome
 
 
