@@ -65,15 +65,23 @@ def _emit(args: argparse.Namespace, payload: Any, table: list[list[Any]], header
     print(tabulate(table, headers=headers) if table else "(nothing)")
 
 
-def _progress(label: str, done: int, total: int) -> None:
-    if not sys.stdout.isatty() or total <= 0:
-        return
-    width = 30
-    filled = int(width * done / total)
-    sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+class Progress:
+    """A one-line progress bar on stderr, drawn only when stdout is a terminal."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total, self.done = label, total, 0
+        self.enabled = sys.stdout.isatty() and total > 0
+
+    def advance(self, n: int = 1) -> None:
+        self.done = min(self.total, self.done + n)
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * self.done / self.total)
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+        if self.done == self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 # ---------------------------------------------------------------- commands
@@ -107,8 +115,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if len(ids) != len(sources):
         raise InvalidRequest("two files would get the same track ID: ingest them separately with --id")
     loc = load_location()
-    registered = ingest(loc.instance, loc.store, dict(zip(ids, sources)))
-    _progress("ingest", len(registered), len(registered))
+    registered = ingest(loc.instance, loc.store, dict(zip(ids, sources)), Progress("ingest", len(ids)).advance)
     _emit(args, {"registered": registered}, [[t, s] for t, s in zip(ids, sources)], ["track", "source"])
     return EXIT_OK
 
@@ -158,7 +165,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         request = run_request_for(
             loc.graph, work, features if args.force else [], run_key=None, tags={"klio/source": "cli", "klio/mode": "bottom-up"}
         )
-        outcome = execute_run(loc.job, loc.instance, request)
+        progress = Progress("materialize", len(work.to_compute))
+        outcome = execute_run(loc.job, loc.instance, request, on_pair_done=progress.advance)
         payload.update(computed=[list(p) for p in outcome.computed], failed=outcome.failed, run_ids=[outcome.run_id])
     rows = (
         [[f, t, "computed", ""] for f, t in payload["computed"]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from .features import AUDIO
@@ -24,7 +24,9 @@ def source_record_name(track_id: str) -> str:
     return object_name(AUDIO, track_id, "json")
 
 
-def record_sources(store: FeatureStore, sources: Mapping[str, str]) -> None:
+def record_sources(
+    store: FeatureStore, sources: Mapping[str, str], on_written: Callable[[], None] | None = None
+) -> None:
     """Write one source record per track (in parallel: each is one small object)."""
     now = time.time()
 
@@ -34,7 +36,9 @@ def record_sources(store: FeatureStore, sources: Mapping[str, str]) -> None:
         store.write_bytes(source_record_name(track_id), json.dumps(record).encode())
 
     with ThreadPoolExecutor(_IO_THREADS) as pool:
-        list(pool.map(write, sources.items()))
+        for _ in pool.map(write, sources.items()):
+            if on_written:
+                on_written()
 
 
 def read_source_uri(store: FeatureStore, track_id: str) -> str | None:

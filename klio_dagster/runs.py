@@ -6,7 +6,7 @@ and sensors (a ``RunRequest`` the daemon queues).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,13 +64,19 @@ class RunOutcome:
     failed: list[Failure] = field(default_factory=list)
 
 
-def execute_run(job: JobDefinition, instance: DagsterInstance, request: RunRequest) -> RunOutcome:
+def execute_run(
+    job: JobDefinition,
+    instance: DagsterInstance,
+    request: RunRequest,
+    on_pair_done: Callable[[], None] | None = None,
+) -> RunOutcome:
     """Execute a run request in this process, against ``instance``, and wait for it.
 
     Events are streamed to the instance and not kept in memory (unlike
     ``execute_in_process``, which keeps every event of the run), so memory
     stays flat however many tracks the run has; the outcome is then read
-    back from the event log in pages.
+    back from the event log in pages. ``on_pair_done`` is called once per
+    recorded (feature, track), success or failure: a progress hook.
     """
     from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.execution.api import create_execution_plan, execute_run_iterator
@@ -86,8 +92,9 @@ def execute_run(job: JobDefinition, instance: DagsterInstance, request: RunReque
         asset_selection=selection or None,
         execution_plan=plan,
     )
-    for _ in execute_run_iterator(InMemoryJob(subset), run, instance):
-        pass
+    for event in execute_run_iterator(InMemoryJob(subset), run, instance):
+        if on_pair_done and event.event_type in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION):
+            on_pair_done()
     return read_outcome(instance, run.run_id)
 
 

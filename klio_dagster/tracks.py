@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
@@ -66,15 +66,20 @@ def register_tracks(instance: DagsterInstance, track_ids: Sequence[str]) -> list
     return new
 
 
-def ingest(instance: DagsterInstance, store: FeatureStore, sources: Mapping[str, str]) -> list[str]:
+def ingest(
+    instance: DagsterInstance,
+    store: FeatureStore,
+    sources: Mapping[str, str],
+    on_recorded: Callable[[], None] | None = None,
+) -> list[str]:
     """Register tracks: validate every ID first, record sources, then add partitions.
 
     Nothing is written if any ID is invalid. A partition is added only once
     its source is recorded, so every partition has a source. Returns the
-    track IDs in the order given.
+    track IDs in the order given. ``on_recorded`` is called per source record.
     """
     track_ids = validate_track_ids(sources)
     normalized = {t: normalize_source_uri(sources[t]) for t in track_ids}
-    record_sources(store, normalized)
+    record_sources(store, normalized, on_recorded)
     register_tracks(instance, track_ids)
     return track_ids

@@ -154,3 +154,18 @@ def test_invalid_input_exits_2_and_writes_nothing(cli, catalogue, klio_env):
         assert "error" in err
     assert not any((klio_env / "store").rglob("*.*"))
     assert DagsterInstance.get().get_dynamic_partitions("tracks") == []
+
+
+def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
+    from klio_dagster.cli import Progress
+
+    quiet = Progress("materialize", 4)
+    quiet.advance()
+    assert capsys.readouterr().err == ""
+
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    bar = Progress("materialize", 4)
+    for _ in range(4):
+        bar.advance()
+    err = capsys.readouterr().err
+    assert "materialize [" in err and err.rstrip().endswith("4/4")
