@@ -127,7 +127,7 @@ def compute_features(
         return
     executor = executor_resource.executor_for(len(tasks))
     context.log.info(f"executing with {type(executor).__name__}")
-    failures: list[PairResult] = []
+    failed, examples = 0, []
     pending = {t.track_id: t for t in tasks}
     for done, results in enumerate(executor.run(tasks, graph, store_resource.get_store()), 1):
         if results:
@@ -136,19 +136,21 @@ def compute_features(
             if result.ok:
                 yield _materialization(result)
             else:
-                failures.append(result)
+                failed += 1
+                if len(examples) < 20:
+                    examples.append(f"{result.feature} / {result.track_id}: {result.error}")
                 yield failure_observation(result.feature, result.track_id, result.error or "")
         if done % 50 == 0:
             context.log.info(f"{done}/{len(tasks)} tracks done")
     for task in pending.values():
         for feature in task.features:
-            failures.append(PairResult(feature, task.track_id, error="the executor returned no result for this track"))
-            yield failure_observation(feature, task.track_id, failures[-1].error or "")
-    if failures:
-        shown = "\n".join(f"{r.feature} / {r.track_id}: {r.error}" for r in failures[:20])
+            failed += 1
+            yield failure_observation(feature, task.track_id, "the executor returned no result for this track")
+    if failed:
+        shown = "\n".join(examples)
         raise Failure(
-            description=f"{len(failures)} (feature, track) pairs failed; the others were recorded.\n{shown}",
-            metadata={"failed_pairs": len(failures)},
+            description=f"{failed} (feature, track) pairs failed; the others were recorded.\n{shown}",
+            metadata={"failed_pairs": failed},
         )
 
 

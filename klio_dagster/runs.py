@@ -98,8 +98,11 @@ def execute_run(
     return read_outcome(instance, run.run_id)
 
 
-def read_outcome(instance: DagsterInstance, run_id: str, page_size: int = 5_000) -> RunOutcome:
-    """Computed and failed pairs of a finished run, from its event log."""
+def read_outcome(instance: DagsterInstance, run_id: str, page_size: int = 500) -> RunOutcome:
+    """Computed and failed pairs of a finished run, from its event log.
+
+    Pages are small because each record carries its metadata (previews included).
+    """
     outcome = RunOutcome(run_id)
     kinds = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION, DagsterEventType.STEP_FAILURE}
     step_errors: list[str] = []
