@@ -1,8 +1,8 @@
 """Peak memory as the batch grows: 100 vs 1,000 tracks through `materialize`, side by side.
 
-Each size runs in a fresh process; the peak RSS of the launching process
-(Dagster run, planning, recording) and of the Beam workers are reported
-separately.
+Each size runs in a fresh process (the audio is generated beforehand, by the
+parent); the peak RSS of that process (CLI, planning, Dagster run, recording)
+and of the Beam workers are reported separately.
 
     python benchmarks/memory.py --sizes 100 1000 --duration 5
 """
@@ -24,12 +24,11 @@ from common import fresh_environment
 EVERY = ["downsample", "beat_tracking", "energy", "speechiness", "instrumentalness", "spectrogram"]
 
 
-def measure_one(n: int, duration: float) -> dict:
-    from examples.catalogue import write_catalogue
+def measure_one(n: int, audio: str) -> dict:
+    """Ingest and materialise the files in ``audio`` in this (fresh) process."""
     from klio_dagster.cli import main
 
-    with tempfile.TemporaryDirectory() as audio, fresh_environment(f"memory-{n}"):
-        write_catalogue(audio, n, duration, prefix="mem")
+    with fresh_environment(f"memory-{n}"):
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["ingest", audio, "--json"]) == 0
         start = time.perf_counter()
@@ -52,16 +51,21 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--audio", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure_one(args.one, args.duration)))
+        print(json.dumps(measure_one(args.one, args.audio)))
         return
+    from examples.catalogue import write_catalogue
+
     rows = []
     for n in args.sizes:
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", str(n), "--duration", str(args.duration)],
-            capture_output=True, text=True, check=True,
-        )
+        with tempfile.TemporaryDirectory() as audio:
+            write_catalogue(audio, n, args.duration, prefix="mem")  # generated outside the measured process
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", str(n), "--audio", audio],
+                capture_output=True, text=True, check=True,
+            )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for r in rows:
         print(f"{r['tracks']:6d} tracks x {args.duration:.0f} s: {r['seconds']:7.1f} s  driver peak {r['driver_peak_mb']:7.1f} MB  "

@@ -7,7 +7,6 @@ from typing import Literal
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from .beam import LOCAL_RUNNER, BeamExecutor
 from .execution import InProcessExecutor, TrackExecutor
 from .storage import FeatureStore, open_store
 
@@ -36,11 +35,13 @@ class FeatureExecutorResource(ConfigurableResource):
 
     mode: Literal["auto", "in_process", "beam"] = "auto"
     beam_min_tracks: int = Field(default=8, ge=1)
-    runner: str = LOCAL_RUNNER
+    runner: str = Field(default="FnApiRunner", description="Beam runner: FnApiRunner (local) or DataflowRunner.")
     num_workers: int = Field(default=0, ge=0, description="Local Beam workers; 0 = one per core.")
     pipeline_args: list[str] = Field(default_factory=list, description="Extra Beam pipeline options.")
 
     def executor_for(self, n_tracks: int) -> TrackExecutor:
         if self.mode == "in_process" or (self.mode == "auto" and n_tracks < self.beam_min_tracks):
             return InProcessExecutor()
+        from .beam import BeamExecutor  # Apache Beam is imported only by runs that use it
+
         return BeamExecutor(runner=self.runner, num_workers=self.num_workers, pipeline_args=list(self.pipeline_args))

@@ -13,7 +13,6 @@ from typing import Any
 from dagster import EnvVar
 
 from klio_dagster import FeatureExecutorResource, FeatureStoreResource
-from klio_dagster.beam import DATAFLOW_RUNNER
 
 from .local import local_resources
 
@@ -33,5 +32,5 @@ def gcp_resources() -> dict[str, Any]:
     return {
         **local_resources(),
         "klio_store": FeatureStoreResource(uri=EnvVar("KLIO_STORE"), gcs_project=EnvVar("GCP_PROJECT")),
-        "klio_executor": FeatureExecutorResource(mode="auto", runner=DATAFLOW_RUNNER, pipeline_args=dataflow_args()),
+        "klio_executor": FeatureExecutorResource(mode="auto", runner="DataflowRunner", pipeline_args=dataflow_args()),
     }

@@ -1,0 +1,52 @@
+"""Wrong configuration fails early with a message that says what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from examples.reference_graph import reference_graph as graph
+from klio_dagster import FeatureExecutorResource, LocalFeatureStore, StoreError, TrackTask, open_store
+from klio_dagster.beam import BeamExecutor
+from resources import profile_resources
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match="unknown KLIO_PROFILE 'cloud'"):
+        profile_resources("cloud")
+
+
+def test_gcp_profile_runs_batches_on_dataflow(klio_env, monkeypatch):
+    monkeypatch.setenv("GCP_PROJECT", "my-project")
+    monkeypatch.setenv("KLIO_DATAFLOW_TEMP", "gs://bucket/tmp")
+    executor = profile_resources("gcp")["klio_executor"]
+    assert executor.runner == "DataflowRunner"
+    assert "--project=my-project" in executor.pipeline_args and "--temp_location=gs://bucket/tmp" in executor.pipeline_args
+
+
+def test_dataflow_needs_a_gcs_store(tmp_path):
+    with pytest.raises(ValueError, match="set KLIO_STORE to gs://"):
+        next(BeamExecutor(runner="DataflowRunner").run([TrackTask("t", ("downsample",))], graph, LocalFeatureStore(tmp_path)))
+
+
+def test_unknown_runner(tmp_path):
+    with pytest.raises(ValueError, match="unknown Beam runner"):
+        next(BeamExecutor(runner="SparkRunner").run([TrackTask("t", ("downsample",))], graph, LocalFeatureStore(tmp_path)))
+
+
+@pytest.mark.parametrize(("uri", "message"), [("", "empty"), ("s3://bucket/x", "unsupported"), ("gs://", "no bucket")])
+def test_bad_store_uris(uri, message):
+    with pytest.raises(StoreError, match=message):
+        open_store(uri)
+
+
+def test_store_names_cannot_escape_the_root(tmp_path):
+    with pytest.raises(StoreError, match="escapes"):
+        LocalFeatureStore(tmp_path).write_bytes("../outside.npy", b"x")
+
+
+def test_executor_choice():
+    auto = FeatureExecutorResource(mode="auto", beam_min_tracks=8)
+    assert type(auto.executor_for(7)).__name__ == "InProcessExecutor"
+    assert type(auto.executor_for(8)).__name__ == "BeamExecutor"
+    with pytest.raises(Exception, match="mode"):
+        FeatureExecutorResource(mode="fast")
