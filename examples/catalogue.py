@@ -93,8 +93,13 @@ def speech_like(duration_s: float, sr: int = SAMPLE_RATE, seed: int = 0) -> np.n
     return (0.7 * out / np.max(np.abs(out))).astype(np.float32)
 
 
-def write_catalogue(folder: str | Path, n_tracks: int = 12, duration_s: float = 20.0, prefix: str = "demo") -> list[DemoTrack]:
-    """Write ``n_tracks`` files (kinds and encodings interleaved) into ``folder``."""
+def write_catalogue(
+    folder: str | Path, n_tracks: int = 12, duration_s: float = 20.0, prefix: str = "demo", *, overwrite: bool = True
+) -> list[DemoTrack]:
+    """Write ``n_tracks`` files (kinds and encodings interleaved) into ``folder``.
+
+    With ``overwrite=False`` files already present are kept as they are.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tempi = (72.0, 90.0, 100.0, 120.0, 128.0, 140.0, 150.0, 110.0)
@@ -102,16 +107,18 @@ def write_catalogue(folder: str | Path, n_tracks: int = 12, duration_s: float = 
     for i in range(n_tracks):
         kind = ("click", "music", "speech")[i % 3]
         tempo = tempi[i % len(tempi)] if kind != "speech" else None
+        fmt, subtype, ext = ENCODINGS[i % len(ENCODINGS)]
+        path = folder / f"{prefix}-{i:03d}-{kind}.{ext}"
+        tracks.append(DemoTrack(path.stem, kind, tempo, path))
+        if path.exists() and not overwrite:
+            continue
         if kind == "click":
             y = click_track(tempo, duration_s, seed=i)
         elif kind == "music":
             y = music_like(tempo, duration_s, seed=i)
         else:
             y = speech_like(duration_s, seed=i)
-        fmt, subtype, ext = ENCODINGS[i % len(ENCODINGS)]
         if i % 2:  # every other file in stereo
             y = np.stack([y, 0.9 * y], axis=1)
-        path = folder / f"{prefix}-{i:03d}-{kind}.{ext}"
         sf.write(path, y, SAMPLE_RATE, format=fmt, subtype=subtype)
-        tracks.append(DemoTrack(path.stem, kind, tempo, path))
     return tracks

@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("demo", "generate a demo catalogue, ingest it through the local queue and compute everything")
     p.add_argument("--tracks", type=int, default=12)
-    p.add_argument("--duration", type=float, default=30.0, help="seconds per track")
+    p.add_argument("--duration", type=float, default=180.0, help="seconds per track (default: a song's length)")
     p.set_defaults(handler=cmd_demo)
     return parser
 

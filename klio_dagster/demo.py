@@ -39,11 +39,13 @@ def run_demo(
     store: FeatureStore,
     *,
     n_tracks: int = 12,
-    duration_s: float = 30.0,
+    duration_s: float = 180.0,
 ) -> list[dict[str, Any]]:
     from examples.catalogue import write_catalogue
 
-    catalogue = write_catalogue(Path(os.environ.get("KLIO_DATA", "data")) / "demo_audio", n_tracks, duration_s)
+    catalogue = write_catalogue(
+        Path(os.environ.get("KLIO_DATA", "data")) / "demo_audio", n_tracks, duration_s, overwrite=False
+    )
     queue = LocalQueue(os.environ["KLIO_QUEUE"])
     queue.publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in catalogue])
 
