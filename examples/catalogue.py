@@ -120,5 +120,17 @@ def write_catalogue(
             y = speech_like(duration_s, seed=i)
         if i % 2:  # every other file in stereo
             y = np.stack([y, 0.9 * y], axis=1)
-        sf.write(path, y, SAMPLE_RATE, format=fmt, subtype=subtype)
+        write_audio(path, y, SAMPLE_RATE, fmt, subtype)
     return tracks
+
+
+def write_audio(path: Path, y: np.ndarray, sr: int, fmt: str, subtype: str) -> None:
+    """Encode ``y`` (frames first) in one-second blocks.
+
+    libsndfile 1.2's Vorbis encoder crashes the process on one very large
+    write (seen with 3-minute files); block writes encode the same file.
+    """
+    channels = 1 if y.ndim == 1 else y.shape[1]
+    with sf.SoundFile(path, "w", sr, channels, format=fmt, subtype=subtype) as out:
+        for start in range(0, len(y), sr):
+            out.write(y[start : start + sr])

@@ -118,3 +118,14 @@ def test_reference_graph_shape():
     assert reference_graph.with_ancestors(["energy"]) == ["downsample", "beat_tracking", "energy"]
     assert reference_graph.descendants(["beat_tracking"]) == ["energy"]
     assert reference_graph.descendants(["audio"]) == list(reference_graph.names)
+
+
+def test_long_ogg_files_encode_and_decode(tmp_path):
+    from examples.catalogue import SAMPLE_RATE as CATALOGUE_SR
+    from examples.catalogue import write_audio
+
+    y = speech_like(180.0, sr=CATALOGUE_SR, seed=1)
+    path = tmp_path / "long.ogg"
+    write_audio(path, np.stack([y, y], axis=1), CATALOGUE_SR, "OGG", "VORBIS")
+    decoded, sr = decode(path.read_bytes(), sr=SAMPLE_RATE)
+    assert sr == SAMPLE_RATE and abs(len(decoded) / sr - 180.0) < 0.1
