@@ -125,12 +125,15 @@ def write_catalogue(
 
 
 def write_audio(path: Path, y: np.ndarray, sr: int, fmt: str, subtype: str) -> None:
-    """Encode ``y`` (frames first) in one-second blocks.
+    """Encode ``y`` (frames first) in one-second blocks, then rename into place.
 
     libsndfile 1.2's Vorbis encoder crashes the process on one very large
-    write (seen with 3-minute files); block writes encode the same file.
+    write (seen with 3-minute files); block writes encode the same file. The
+    temporary name means an interrupted write never leaves a partial file.
     """
     channels = 1 if y.ndim == 1 else y.shape[1]
-    with sf.SoundFile(path, "w", sr, channels, format=fmt, subtype=subtype) as out:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with sf.SoundFile(tmp, "w", sr, channels, format=fmt, subtype=subtype) as out:
         for start in range(0, len(y), sr):
             out.write(y[start : start + sr])
+    tmp.replace(path)

@@ -83,7 +83,8 @@ def execute_run(
 
     selection = frozenset(request.asset_selection or [])
     subset = job.get_subset(asset_selection=selection) if selection else job
-    run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **request.run_config}
+    # Failures are reported by the caller and kept in the event log: keep the console quiet.
+    run_config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}, **request.run_config}
     plan = create_execution_plan(subset, run_config=run_config, instance_ref=instance.get_ref())
     run = instance.create_run_for_job(
         job_def=subset,
