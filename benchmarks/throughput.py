@@ -81,14 +81,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--audio", help="reuse a catalogue written earlier by this script (same --tracks and --duration)")
     parser.add_argument("--pool-baseline", metavar="AUDIO_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pool_baseline:
         run_baseline(sorted(str(p) for p in Path(args.pool_baseline).iterdir()), args.workers)
         return
     t: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as audio_dir:
-        catalogue = write_catalogue(audio_dir, args.tracks, args.duration, prefix="bench")
+    with tempfile.TemporaryDirectory() as tmp:
+        audio_dir = args.audio or tmp
+        catalogue = write_catalogue(audio_dir, args.tracks, args.duration, prefix="bench", overwrite=False)
         every = ["downsample", "beat_tracking", "energy", "speechiness", "instrumentalness", "spectrogram"]
 
         t["pool"] = time_baseline_command(audio_dir, args.workers)

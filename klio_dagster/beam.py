@@ -10,8 +10,8 @@ same mechanism works for remote runners, where the store is on GCS).
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
 import multiprocessing
 import threading
 import time
@@ -25,7 +25,6 @@ from .execution import PairResult, TrackTask, compute_track
 from .features import FeatureGraph
 from .storage import FeatureStore
 
-logger = logging.getLogger(__name__)
 
 LOCAL_RUNNER = "FnApiRunner"
 DATAFLOW_RUNNER = "DataflowRunner"
@@ -41,6 +40,17 @@ class _ComputeTrack(beam.DoFn):
         payload = json.dumps([r.to_dict() for r in results], default=str).encode()
         self.store.write_bytes(f"{self.results_folder}/{task.track_id}.json", payload)
         yield len(results)
+
+
+def _spread(tasks: Sequence[TrackTask]) -> list[TrackTask]:
+    """Tasks in a stable pseudo-random order.
+
+    The local runner deals a stage's input to its workers in turn, so a
+    pattern in the input order (say, every other file stereo) would land all
+    the costly tracks on one worker. Ordering by a hash of the track ID breaks
+    such patterns and gives the same order on every run.
+    """
+    return sorted(tasks, key=lambda t: hashlib.blake2b(t.track_id.encode(), digest_size=8).digest())
 
 
 @dataclass
@@ -87,7 +97,7 @@ class BeamExecutor:
         pipeline = self._pipeline()
         (
             pipeline
-            | "Tracks" >> beam.Create(list(tasks))
+            | "Tracks" >> beam.Create(_spread(tasks))
             | "Spread" >> beam.Reshuffle()
             | "Compute" >> beam.ParDo(_ComputeTrack(graph, store, folder))
         )
