@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(KLIO_DATA)/dagster_home
 export KLIO_STORE ?= $(KLIO_DATA)/store
 export KLIO_QUEUE ?= $(KLIO_DATA)/queue
 
-.PHONY: setup demo dev test bench lock clean
+.PHONY: setup demo dev test bench lock proto clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ lock:  ## re-resolve and pin every dependency
 	/tmp/klio-lock/bin/pip install --quiet -e '.[dev]'
 	( echo "# Full lock of the tested environment (Python 3.11). Used as pip constraints by make setup."; \
 	  /tmp/klio-lock/bin/pip freeze --exclude-editable ) > requirements.lock
+
+proto:  ## regenerate klio_dagster/proto/klio_pb2.py (protoc 6.31 gencode, compatible with the pinned protobuf 6.33 runtime)
+	rm -rf /tmp/klio-protoc && $(PYTHON) -m venv /tmp/klio-protoc
+	/tmp/klio-protoc/bin/pip install --quiet grpcio-tools==1.76.0
+	cd klio_dagster/proto && /tmp/klio-protoc/bin/python -m grpc_tools.protoc -I. \
+	  -I$$(/tmp/klio-protoc/bin/python -c "import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'))") \
+	  --python_out=. klio.proto
 
 clean:
 	rm -rf $(KLIO_DATA) .pytest_cache
