@@ -42,26 +42,31 @@ def plan_events(
 ) -> IngestionBatch:
     """Record sources, then group events into one run request per (features, force) set.
 
-    Events for tracks with neither a ``uri`` nor a registered source are
-    rejected with a reason (for the dead-letter destination). Pairs that are
+    Events for tracks with neither a ``uri`` nor a registered source (before
+    or in the same batch) are rejected with a reason (for the dead-letter destination). Pairs that are
     already current produce no run, so duplicate and redelivered events
     compute nothing twice.
     """
     batch = IngestionBatch()
     known_sources = tracks_with_sources(store)
     new_sources: dict[str, str] = {}
-    accepted: list[TrackEvent] = []
+    bad_uri: set[int] = set()
     for event in events:
         if event.uri:
             try:
                 new_sources[event.track_id] = normalize_source_uri(event.uri)
             except ValueError as exc:
                 batch.rejected.append((event, str(exc)))
-                continue
-        elif event.track_id not in known_sources:
-            batch.rejected.append((event, f"track {event.track_id!r} has no registered source: add 'uri' to the message"))
+                bad_uri.add(id(event))
+    registered = known_sources | new_sources.keys()
+    accepted: list[TrackEvent] = []
+    for event in events:
+        if id(event) in bad_uri:
             continue
-        accepted.append(event)
+        if event.track_id in registered:
+            accepted.append(event)
+        else:
+            batch.rejected.append((event, f"track {event.track_id!r} has no registered source: add 'uri' to the message"))
     record_sources(store, new_sources)
     batch.new_tracks = [t for t in dict.fromkeys(e.track_id for e in accepted) if t not in known_sources]
 

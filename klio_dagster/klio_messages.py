@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from google.protobuf.message import DecodeError
 
 from .errors import KlioError
-from .events import MAX_MESSAGE_BYTES, InvalidMessage, TrackEvent
+from .events import MAX_MESSAGE_BYTES, InvalidMessage, TrackEvent, parse_json_event
 from .features import FeatureGraph
 from .proto import klio_pb2
 from .tracks import track_id_from_path, validate_track_id
@@ -101,3 +101,40 @@ def parse_gcs_notification(
     except KlioError as exc:
         raise InvalidMessage(f"object {name!r}: {exc}") from None
     return TrackEvent(track_id, f"gs://{bucket}/{name}")
+
+
+def _attributes_as_json(attributes: Mapping[str, str]) -> bytes:
+    """A JSON event body from message attributes (``features`` comma-separated)."""
+    body: dict[str, object] = {k: attributes[k] for k in ("track_id", "uri") if k in attributes}
+    if attributes.get("features"):
+        body["features"] = [f.strip() for f in attributes["features"].split(",") if f.strip()]
+    for flag in ("force", "ping"):
+        if flag in attributes:
+            value = attributes[flag].lower()
+            if value not in ("true", "false"):
+                raise InvalidMessage(f"attribute {flag!r} must be 'true' or 'false', got {attributes[flag]!r}")
+            body[flag] = value == "true"
+    return json.dumps(body).encode()
+
+
+def parse_message(
+    data: bytes,
+    attributes: Mapping[str, str],
+    graph: FeatureGraph,
+    *,
+    job_features: Mapping[str, str] | None = None,
+    track_id_rule: re.Pattern[str] | None = None,
+) -> TrackEvent:
+    """Any accepted message as a :class:`TrackEvent`, or :class:`InvalidMessage` with the reason.
+
+    GCS notifications are recognised by their ``eventType`` attribute, JSON
+    by a body starting with ``{`` (or an empty body with a ``track_id``
+    attribute), and anything else is read as a ``KlioMessage``.
+    """
+    if "eventType" in attributes:
+        return parse_gcs_notification(attributes, data, track_id_rule)
+    if not data.strip() and "track_id" in attributes:
+        return parse_json_event(_attributes_as_json(attributes), graph.names)
+    if data.lstrip().startswith(b"{"):
+        return parse_json_event(data, graph.names)
+    return parse_klio_message(data, graph, job_features)

@@ -9,6 +9,7 @@ from typing import Any
 from dagster import EnvVar
 
 from klio_dagster import FeatureExecutorResource, FeatureStoreResource
+from klio_dagster.pubsub import PubSubSourceResource
 from klio_dagster.sensors import LocalQueueResource
 
 #: The project's local data folder (instance, store, queue, demo audio).
@@ -39,8 +40,14 @@ def apply_default_environment() -> None:
 
 def local_resources() -> dict[str, Any]:
     apply_default_environment()
-    return {
+    resources: dict[str, Any] = {
         "klio_store": FeatureStoreResource(uri=EnvVar("KLIO_STORE")),
         "klio_executor": FeatureExecutorResource(mode="auto"),
         "klio_queue": LocalQueueResource(path=EnvVar("KLIO_QUEUE")),
     }
+    if os.environ.get("KLIO_PUBSUB_SUBSCRIPTION"):
+        resources["klio_pubsub"] = PubSubSourceResource(
+            subscription=EnvVar("KLIO_PUBSUB_SUBSCRIPTION"),
+            dead_letter_topic=os.environ.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", ""),
+        )
+    return resources

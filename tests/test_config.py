@@ -50,3 +50,17 @@ def test_executor_choice():
     assert type(auto.executor_for(8)).__name__ == "BeamExecutor"
     with pytest.raises(Exception, match="mode"):
         FeatureExecutorResource(mode="fast")
+
+
+def test_pubsub_subscription_switches_the_reference_sensor(monkeypatch, klio_env):
+    from examples.reference_graph import reference_graph
+    from klio_dagster import build_feature_assets, build_features_job
+    from sensors import deployment_sensors
+
+    job = build_features_job([build_feature_assets(reference_graph)])
+    assert [s.name for s in deployment_sensors(reference_graph, job)] == ["klio_local_ingestion"]
+    monkeypatch.setenv("KLIO_PUBSUB_SUBSCRIPTION", "projects/p/subscriptions/s")
+    monkeypatch.setenv("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "projects/p/topics/dead")
+    assert [s.name for s in deployment_sensors(reference_graph, job)] == ["klio_pubsub_ingestion"]
+    pubsub = profile_resources("local")["klio_pubsub"]
+    assert pubsub.dead_letter_topic == "projects/p/topics/dead"

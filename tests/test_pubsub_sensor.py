@@ -1,0 +1,141 @@
+"""The Pub/Sub ingestion sensor against the real Pub/Sub emulator (skipped, loudly, where it is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, Definitions, build_sensor_context
+
+from examples.reference_graph import reference_graph as graph
+from klio_dagster import FeatureExecutorResource, FeatureStoreResource, audio_source_spec, build_feature_assets, build_features_job
+from klio_dagster.klio_messages import KlioMessage
+from klio_dagster.pubsub import PubSubSourceResource, build_pubsub_sensor
+
+PROJECT = "klio-test"
+
+
+def _emulator_script() -> Path | None:
+    gcloud = shutil.which("gcloud")
+    if not gcloud:
+        return None
+    root = subprocess.run([gcloud, "info", "--format=value(installation.sdk_root)"], capture_output=True, text=True).stdout.strip()
+    script = Path(root) / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+    return script if script.exists() else None
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    script = _emulator_script()
+    if script is None:
+        pytest.skip("PUB/SUB EMULATOR NOT FOUND: install the Google Cloud CLI with its pubsub-emulator component")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(script), "--host=127.0.0.1", f"--port={port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the Pub/Sub emulator did not start within 60 s")
+    yield
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(20)
+    if previous is None:
+        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+    else:
+        os.environ["PUBSUB_EMULATOR_HOST"] = previous
+
+
+@pytest.fixture
+def topics(emulator, request):
+    from google.cloud import pubsub_v1
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    name = request.node.name.replace("_", "-")[:40]
+    topic, dead = f"projects/{PROJECT}/topics/{name}", f"projects/{PROJECT}/topics/{name}-dead"
+    sub, dead_sub = f"projects/{PROJECT}/subscriptions/{name}", f"projects/{PROJECT}/subscriptions/{name}-dead"
+    for t, s in ((topic, sub), (dead, dead_sub)):
+        publisher.create_topic(name=t)
+        subscriber.create_subscription(name=s, topic=t, ack_deadline_seconds=10)
+    return publisher, subscriber, topic, sub, dead, dead_sub
+
+
+def tick(defs, cursor=None):
+    sensor = defs.resolve_sensor_def("klio_pubsub_ingestion")
+    with build_sensor_context(instance=DagsterInstance.get(), cursor=cursor, definitions=defs, resources=defs.resources) as c:
+        return sensor.evaluate_tick(c)
+
+
+def definitions(klio_env, sub, dead, ack_deadline_s=300):
+    features = build_feature_assets(graph)
+    job = build_features_job([features])
+    return Definitions(
+        assets=[audio_source_spec(), features],
+        jobs=[job],
+        sensors=[build_pubsub_sensor(graph, job)],
+        resources={
+            "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
+            "klio_executor": FeatureExecutorResource(mode="in_process"),
+            "klio_pubsub": PubSubSourceResource(subscription=sub, dead_letter_topic=dead, ack_deadline_s=ack_deadline_s),
+        },
+    )
+
+
+def test_formats_batching_dead_letters_and_ack_after_record(klio_env, catalogue, topics):
+    publisher, subscriber, topic, sub, dead, dead_sub = topics
+    for t in catalogue[:3]:  # JSON, top-down
+        publisher.publish(topic, json.dumps({"track_id": t.track_id, "uri": str(t.path)}).encode()).result()
+    publisher.publish(topic, b"", track_id=catalogue[3].track_id, uri=str(catalogue[3].path), features="energy").result()
+    klio = KlioMessage(version=KlioMessage.V2)  # a Klio v2 publisher, for a track registered above
+    klio.data.element = catalogue[0].track_id.encode()
+    klio.metadata.intended_recipients.limited.recipients.add(job_name="speechiness")
+    publisher.publish(topic, klio.SerializeToString()).result()
+    publisher.publish(topic, b"{broken json").result()
+    publisher.publish(topic, b"", eventType="OBJECT_DELETE", bucketId="b", objectId="x.wav").result()
+
+    defs = definitions(klio_env, sub, dead)
+    first = tick(defs)
+    (adds,) = first.dynamic_partitions_requests
+    assert sorted(adds.partition_keys) == sorted(t.track_id for t in catalogue[:4])
+    modes = sorted(r.tags["klio/mode"] for r in first.run_requests)
+    assert modes == ["bottom-up", "bottom-up", "top-down"]  # 7 messages, 3 runs: one per (features, force)
+
+    dead_letters = subscriber.pull(subscription=dead_sub, max_messages=10, timeout=10).received_messages
+    reasons = sorted(m.message.attributes["reason"] for m in dead_letters)
+    assert len(reasons) == 2 and "not an upload" in reasons[0] and "not valid JSON" in reasons[1]
+
+    # Not acknowledged yet: the next tick acknowledges what the first recorded.
+    assert len(json.loads(first.cursor)["ack"]) == 5
+    second = tick(defs, first.cursor)
+    assert second.run_requests == [] and json.loads(second.cursor)["ack"] == []
+
+
+def test_unrecorded_messages_are_redelivered_and_planned_once(klio_env, catalogue, topics):
+    publisher, subscriber, topic, sub, dead, _ = topics
+    t = catalogue[0]
+    publisher.publish(topic, json.dumps({"track_id": t.track_id, "uri": str(t.path)}).encode()).result()
+    defs = definitions(klio_env, sub, dead, ack_deadline_s=10)
+    lost = tick(defs)  # the sensor process "dies": its result and cursor are never stored
+    assert len(lost.run_requests) == 1
+    time.sleep(12)
+    again = tick(defs)
+    assert len(again.run_requests) == 1
+    assert again.run_requests[0].run_key == lost.run_requests[0].run_key  # Dagster launches it once
