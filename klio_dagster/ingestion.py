@@ -7,18 +7,22 @@ where messages come from differs.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from dagster import DagsterInstance, RunRequest
+from dagster import DagsterInstance, RunRequest, SensorEvaluationContext, SensorResult
 
-from .events import TrackEvent
+from .events import InvalidMessage, TrackEvent
 from .features import AUDIO, FeatureGraph
 from .lineage import Pair, load_lineage, plan
 from .registry import record_sources, tracks_with_sources
 from .runs import record_ping, run_request_for
 from .sources import normalize_source_uri
 from .storage import FeatureStore
+from .tracks import tracks_partitions
+
+M = TypeVar("M")
 
 
 @dataclass
@@ -86,3 +90,43 @@ def plan_events(
                 run_request_for(graph, work, forced, run_key=f"{run_key_prefix}-{i}", tags={**tags, "klio/mode": "bottom-up" if features else "top-down"})
             )
     return batch
+
+
+def ingest_messages(
+    context: SensorEvaluationContext,
+    graph: FeatureGraph,
+    store: FeatureStore,
+    messages: Sequence[M],
+    parse: Callable[[M], TrackEvent],
+    *,
+    run_key_prefix: str,
+    tags: dict[str, str],
+) -> tuple[SensorResult, list[tuple[M, str]]]:
+    """Parse and plan a batch of messages from any source.
+
+    Returns the tick's result (partition adds and run requests; the caller
+    sets the cursor) and every bad message with its reason, for the source's
+    dead-letter destination.
+    """
+    events: list[TrackEvent] = []
+    message_of: dict[int, M] = {}
+    dead: list[tuple[M, str]] = []
+    for message in messages:
+        try:
+            event = parse(message)
+        except InvalidMessage as exc:
+            dead.append((message, str(exc)))
+            continue
+        message_of[id(event)] = message
+        events.append(event)
+    batch = plan_events(context.instance, graph, store, events, run_key_prefix=run_key_prefix, tags=tags)
+    dead.extend((message_of[id(event)], reason) for event, reason in batch.rejected)
+    context.log.info(
+        f"{len(messages)} messages: {len(batch.new_tracks)} new tracks, {len(batch.run_requests)} runs, "
+        f"{len(batch.pinged)} pairs pinged, {len(dead)} dead letters"
+    )
+    result = SensorResult(
+        run_requests=batch.run_requests,
+        dynamic_partitions_requests=[tracks_partitions.build_add_request(batch.new_tracks)] if batch.new_tracks else [],
+    )
+    return result, dead

@@ -25,12 +25,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from .events import InvalidMessage, TrackEvent
 from .features import FeatureGraph
-from .ingestion import plan_events
+from .ingestion import ingest_messages
 from .klio_messages import parse_message
 from .resources import FeatureStoreResource
-from .tracks import tracks_partitions
 
 
 class PubSubSourceResource(ConfigurableResource):
@@ -90,35 +88,20 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
             ack_deadline_seconds=klio_pubsub.ack_deadline_s,
         )
         rule = re.compile(klio_pubsub.track_id_rule) if klio_pubsub.track_id_rule else None
-        events: list[TrackEvent] = []
-        message_of = {}
-        dead: list[tuple[object, str]] = []
-        for m in received:
-            try:
-                event = parse_message(m.message.data, dict(m.message.attributes), graph, track_id_rule=rule)
-            except InvalidMessage as exc:
-                dead.append((m, str(exc)))
-                continue
-            message_of[id(event)] = m
-            events.append(event)
-        batch = plan_events(
-            context.instance,
+        result, dead = ingest_messages(
+            context,
             graph,
             klio_store.get_store(),
-            events,
+            received,
+            lambda m: parse_message(m.message.data, dict(m.message.attributes), graph, track_id_rule=rule),
             run_key_prefix=hashlib.sha1("".join(sorted(m.message.message_id for m in received)).encode()).hexdigest()[:16],
             tags={"klio/source": "pubsub"},
         )
-        dead.extend((message_of[id(event)], reason) for event, reason in batch.rejected)
         _dead_letter(klio_pubsub, dead, context)
         rejected = {id(m) for m, _ in dead}
-        context.log.info(
-            f"{len(received)} messages: {len(batch.new_tracks)} new tracks, {len(batch.run_requests)} runs, "
-            f"{len(batch.pinged)} pairs pinged, {len(dead)} dead letters"
-        )
         return SensorResult(
-            run_requests=batch.run_requests,
-            dynamic_partitions_requests=[tracks_partitions.build_add_request(batch.new_tracks)] if batch.new_tracks else [],
+            run_requests=result.run_requests,
+            dynamic_partitions_requests=result.dynamic_partitions_requests,
             cursor=json.dumps({"ack": [m.ack_id for m in received if id(m) not in rejected]}),
         )
 

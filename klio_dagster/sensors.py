@@ -14,13 +14,11 @@ from dagster import (
 )
 from pydantic import Field
 
-from .errors import KlioError
-from .events import TrackEvent, parse_json_event
 from .features import FeatureGraph
-from .ingestion import plan_events
-from .local_queue import LocalQueue, QueuedMessage
+from .ingestion import ingest_messages
+from .klio_messages import parse_message
+from .local_queue import LocalQueue
 from .resources import FeatureStoreResource
-from .tracks import tracks_partitions
 
 
 class LocalQueueResource(ConfigurableResource):
@@ -62,35 +60,20 @@ def build_local_queue_sensor(
         messages = queue.pull(context.cursor, max_messages_per_tick)
         if not messages:
             return SensorResult(skip_reason=f"no new messages ({acked} acknowledged)", cursor=context.cursor)
-        events: list[TrackEvent] = []
-        message_of: dict[int, QueuedMessage] = {}
-        dead = 0
-        for message in messages:
-            try:
-                event = parse_json_event(message.data, graph.names)
-            except KlioError as exc:
-                queue.dead_letter(message, str(exc))
-                dead += 1
-                continue
-            message_of[id(event)] = message
-            events.append(event)
-        batch = plan_events(
-            context.instance,
+        result, dead = ingest_messages(
+            context,
             graph,
             klio_store.get_store(),
-            events,
+            messages,
+            lambda m: parse_message(m.data, {}, graph),
             run_key_prefix=messages[-1].message_id,
             tags={"klio/source": "local-queue"},
         )
-        for event, reason in batch.rejected:
-            queue.dead_letter(message_of[id(event)], reason)
-        context.log.info(
-            f"{len(messages)} messages: {len(batch.new_tracks)} new tracks, {len(batch.run_requests)} runs, "
-            f"{len(batch.pinged)} pairs pinged, {dead + len(batch.rejected)} dead letters"
-        )
+        for message, reason in dead:
+            queue.dead_letter(message, reason)
         return SensorResult(
-            run_requests=batch.run_requests,
-            dynamic_partitions_requests=[tracks_partitions.build_add_request(batch.new_tracks)] if batch.new_tracks else [],
+            run_requests=result.run_requests,
+            dynamic_partitions_requests=result.dynamic_partitions_requests,
             cursor=messages[-1].message_id,
         )
 

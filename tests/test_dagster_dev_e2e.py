@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import free_port
 
 from klio_dagster.events import TrackEvent
 from klio_dagster.local_queue import LocalQueue
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _graphql(port: int, query: str) -> dict:
@@ -42,7 +36,7 @@ def _graphql(port: int, query: str) -> dict:
 
 @pytest.fixture
 def dagster_dev(klio_env):
-    port = _free_port()
+    port = free_port()
     log = open(klio_env / "dagster-dev.log", "w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml", "-p", str(port), "-h", "127.0.0.1"],

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from servers import free_port, wait_for_port
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import GCSFeatureStore, TrackTask, compute_track, open_store
@@ -19,15 +18,9 @@ pytestmark = pytest.mark.gcs
 BUCKET = "klio-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gcs_emulator():
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("gcp-storage-emulator")
     proc = subprocess.Popen(
         [str(exe), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}", "-q"],
@@ -37,14 +30,7 @@ def gcs_emulator():
     host = f"http://127.0.0.1:{port}"
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = host
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
+    if not wait_for_port(port, 30):
         proc.kill()
         pytest.fail("the GCS emulator did not start within 30 s")
     yield host

@@ -6,13 +6,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, Definitions, build_sensor_context
+from servers import free_port, wait_for_port
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import FeatureExecutorResource, FeatureStoreResource, audio_source_spec, build_feature_assets, build_features_job
@@ -36,23 +36,14 @@ def emulator():
     script = _emulator_script()
     if script is None:
         pytest.skip("PUB/SUB EMULATOR NOT FOUND: install the Google Cloud CLI with its pubsub-emulator component")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [str(script), "--host=127.0.0.1", f"--port={port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     previous = os.environ.get("PUBSUB_EMULATOR_HOST")
     os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.3)
-    else:
+    if not wait_for_port(port, 60):
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("the Pub/Sub emulator did not start within 60 s")
     yield
