@@ -68,3 +68,17 @@ def test_duplicate_events_after_materialisation_make_no_run(klio_env, catalogue)
     queue.publish_events([event, event])  # redelivered / duplicated
     second = tick(first.cursor)
     assert second.run_requests == []
+
+
+def test_cli_publish_to_the_local_queue_feeds_the_sensor(cli, klio_env, catalogue):
+    track = catalogue[0]
+    code, out = cli("publish", track.track_id, "--uri", str(track.path), "--feature", "energy", "--local")
+    assert code == 0 and out["published"][0]["track_id"] == track.track_id
+    (run,) = tick().run_requests
+    assert run.tags["klio/mode"] == "bottom-up"
+    assert {k.path[-1] for k in run.asset_selection} == {"downsample", "beat_tracking", "energy"}
+    for args in (("publish", "a/b"), ("publish", "t", "--feature", "nope"), ("publish", "t1", "t2", "--uri", "/x.wav"),
+                 ("publish", "t", "--topic", "no-slash")):
+        code, err = cli(*args)
+        assert code == 2, args
+    assert len(LocalQueue(klio_env / "queue")) == 1

@@ -130,3 +130,13 @@ def test_unrecorded_messages_are_redelivered_and_planned_once(klio_env, catalogu
     again = tick(defs)
     assert len(again.run_requests) == 1
     assert again.run_requests[0].run_key == lost.run_requests[0].run_key  # Dagster launches it once
+
+
+def test_cli_publish_to_a_topic(cli, topics):
+    publisher, subscriber, topic, sub, _, _ = topics
+    code, out = cli("publish", "t1", "t2", "--feature", "speechiness", "--force", "--topic", f"{PROJECT}/{topic.rsplit('/', 1)[1]}")
+    assert code == 0 and len(out["published"]) == 2
+    received = subscriber.pull(subscription=sub, max_messages=10, timeout=10).received_messages
+    bodies = sorted(json.loads(m.message.data)["track_id"] for m in received)
+    assert bodies == ["t1", "t2"]
+    assert json.loads(received[0].message.data)["features"] == ["speechiness"]
