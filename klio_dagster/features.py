@@ -92,9 +92,6 @@ class Feature:
         """Names of the assets this feature reads, the source ``audio`` included."""
         return ((AUDIO,) if self.wants_audio else ()) + self.inputs
 
-    def __call__(self, **kwargs: Any) -> Any:
-        return self.fn(**kwargs)
-
 
 def feature(
     *,

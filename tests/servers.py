@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
 
 
 def free_port() -> int:
@@ -22,3 +29,19 @@ def wait_for_port(port: int, timeout_s: float) -> bool:
         except OSError:
             time.sleep(0.2)
     return False
+
+
+@contextmanager
+def local_server(command: list[str], port: int, *, env: dict[str, str], what: str, timeout_s: float = 60) -> Iterator[None]:
+    """Run ``command`` (its own process group) until the block ends, with ``env`` set while it serves."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        if not wait_for_port(port, timeout_s):
+            pytest.fail(f"{what} did not start within {timeout_s:.0f} s")
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)

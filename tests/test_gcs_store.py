@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from servers import free_port, wait_for_port
+from servers import free_port, local_server
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import GCSFeatureStore, TrackTask, compute_track, open_store
@@ -22,24 +20,9 @@ BUCKET = "klio-test"
 def gcs_emulator():
     port = free_port()
     exe = Path(sys.executable).with_name("gcp-storage-emulator")
-    proc = subprocess.Popen(
-        [str(exe), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}", "-q"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    host = f"http://127.0.0.1:{port}"
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = host
-    if not wait_for_port(port, 30):
-        proc.kill()
-        pytest.fail("the GCS emulator did not start within 30 s")
-    yield host
-    proc.terminate()
-    proc.wait(10)
-    if previous is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = previous
+    command = [str(exe), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}", "-q"]
+    with local_server(command, port, env={"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}, what="the GCS emulator"):
+        yield
 
 
 @pytest.fixture

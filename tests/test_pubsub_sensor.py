@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, Definitions, build_sensor_context
-from servers import free_port, wait_for_port
+from servers import free_port, local_server
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import FeatureExecutorResource, FeatureStoreResource, audio_source_spec, build_feature_assets, build_features_job
@@ -37,22 +35,9 @@ def emulator():
     if script is None:
         pytest.skip("PUB/SUB EMULATOR NOT FOUND: install the Google Cloud CLI with its pubsub-emulator component")
     port = free_port()
-    proc = subprocess.Popen(
-        [str(script), "--host=127.0.0.1", f"--port={port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
-    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
-    if not wait_for_port(port, 60):
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the Pub/Sub emulator did not start within 60 s")
-    yield
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(20)
-    if previous is None:
-        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-    else:
-        os.environ["PUBSUB_EMULATOR_HOST"] = previous
+    command = [str(script), "--host=127.0.0.1", f"--port={port}"]
+    with local_server(command, port, env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}, what="the Pub/Sub emulator"):
+        yield
 
 
 @pytest.fixture
