@@ -14,7 +14,6 @@ import hashlib
 import json
 import multiprocessing
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
