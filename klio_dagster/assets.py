@@ -34,7 +34,7 @@ from pydantic import Field
 
 from .execution import PairResult, TrackTask
 from .features import AUDIO, FeatureGraph
-from .lineage import load_lineage, plan
+from .lineage import plan_from_log
 from .resources import FeatureExecutorResource, FeatureStoreResource
 from .tracks import tracks_partitions, validate_track_ids
 
@@ -116,8 +116,7 @@ def compute_features(
     selected = graph.check_names(k.path[-1] for k in context.selected_asset_keys)
     tracks = _run_tracks(context, config)
     force = selected if config.force_features is None else config.force_features
-    lineage = load_lineage(context.instance, graph.with_ancestors(selected), tracks)
-    work = plan(graph, lineage, selected, tracks, force=force, bottom_up=False)
+    work = plan_from_log(context.instance, graph, selected, tracks, force=force, bottom_up=False)
     tasks = [TrackTask(t, fs) for t, fs in work.features_by_track().items()]
     context.log.info(
         f"{len(work.to_compute)} (feature, track) pairs to compute for {len(tasks)} of {len(tracks)} tracks; "

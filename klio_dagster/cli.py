@@ -138,11 +138,10 @@ def _resolve_request(args: argparse.Namespace, loc: Location) -> tuple[list[str]
 
 
 def _plan(args: argparse.Namespace, loc: Location):
-    from .lineage import load_lineage, plan
+    from .lineage import plan_from_log
 
     features, tracks = _resolve_request(args, loc)
-    lineage = load_lineage(loc.instance, loc.graph.with_ancestors(features), tracks)
-    return features, plan(loc.graph, lineage, features, tracks, force=features if args.force else [])
+    return features, plan_from_log(loc.instance, loc.graph, features, tracks, force=features if args.force else [])
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

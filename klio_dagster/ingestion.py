@@ -15,7 +15,7 @@ from dagster import DagsterInstance, RunRequest, SensorEvaluationContext, Sensor
 
 from .events import InvalidMessage, TrackEvent
 from .features import AUDIO, FeatureGraph
-from .lineage import Pair, load_lineage, plan
+from .lineage import Pair, plan_from_log
 from .registry import record_sources, tracks_with_sources
 from .runs import record_ping, run_request_for
 from .sources import normalize_source_uri
@@ -47,9 +47,9 @@ def plan_events(
     """Record sources, then group events into one run request per (features, force) set.
 
     Events for tracks with neither a ``uri`` nor a registered source (before
-    or in the same batch) are rejected with a reason (for the dead-letter destination). Pairs that are
-    already current produce no run, so duplicate and redelivered events
-    compute nothing twice.
+    or in the same batch) are rejected with a reason, for the dead-letter
+    destination. Pairs that are already current produce no run, so
+    duplicate and redelivered events compute nothing twice.
     """
     batch = IngestionBatch()
     known_sources = tracks_with_sources(store)
@@ -80,9 +80,8 @@ def plan_events(
     for i, ((features, force, ping), tracks) in enumerate(sorted(groups.items())):
         requested = list(features) if features else graph.descendants([AUDIO])
         tracks = list(dict.fromkeys(tracks))
-        lineage = load_lineage(instance, graph.with_ancestors(requested), tracks)
         forced = requested if force else []
-        work = plan(graph, lineage, requested, tracks, force=forced)
+        work = plan_from_log(instance, graph, requested, tracks, force=forced)
         if ping:
             batch.pinged.extend(record_ping(instance, work))
         elif work.to_compute:

@@ -127,3 +127,18 @@ def plan(
         result.to_compute.extend((name, t) for t in compute)
         result.skipped.extend((name, t) for t in skip)
     return result
+
+
+def plan_from_log(
+    instance: DagsterInstance,
+    graph: FeatureGraph,
+    features: Iterable[str],
+    tracks: Sequence[str],
+    *,
+    force: Iterable[str] = (),
+    bottom_up: bool = True,
+) -> Plan:
+    """:func:`plan` against the event log, loading the lineage of ``features`` and their ancestors."""
+    requested = list(features)
+    lineage = load_lineage(instance, graph.with_ancestors(requested), tracks)
+    return plan(graph, lineage, requested, tracks, force=force, bottom_up=bottom_up)

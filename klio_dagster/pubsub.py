@@ -97,7 +97,7 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
             run_key_prefix=hashlib.sha1("".join(sorted(m.message.message_id for m in received)).encode()).hexdigest()[:16],
             tags={"klio/source": "pubsub"},
         )
-        _dead_letter(klio_pubsub, dead, context)
+        _dead_letter(klio_pubsub, subscriber, dead, context)
         rejected = {id(m) for m, _ in dead}
         return SensorResult(
             run_requests=result.run_requests,
@@ -108,7 +108,7 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
     return _sensor
 
 
-def _dead_letter(source: PubSubSourceResource, dead: list, context: SensorEvaluationContext) -> None:
+def _dead_letter(source: PubSubSourceResource, subscriber, dead: list, context: SensorEvaluationContext) -> None:
     """Publish each bad message with its reason, then acknowledge it."""
     if not dead:
         return
@@ -123,4 +123,4 @@ def _dead_letter(source: PubSubSourceResource, dead: list, context: SensorEvalua
     else:
         for m, reason in dead:
             context.log.warning(f"message {m.message.message_id} rejected (no dead-letter topic configured): {reason}")
-    source.subscriber().acknowledge(subscription=source.subscription, ack_ids=[m.ack_id for m, _ in dead])
+    subscriber.acknowledge(subscription=source.subscription, ack_ids=[m.ack_id for m, _ in dead])

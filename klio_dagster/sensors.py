@@ -1,6 +1,5 @@
 """Sensor factories: event sources feeding the ingestion logic."""
 
-
 from pathlib import Path
 
 from dagster import (
