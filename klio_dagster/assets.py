@@ -1,7 +1,7 @@
 """Turning a feature graph into Dagster assets and a batched job.
 
 All features of a graph are one ``multi_asset`` (subsettable, partitioned by
-``tracks``, single-run backfills): one run computes any subset of features
+``tracks``, backfills in batches of tracks): one run computes any subset of features
 for any set of tracks in one step, which launches one executor batch (one
 Beam pipeline). Every successful (feature, track) is recorded as one
 materialisation of that partition; a failure is recorded as an
@@ -158,8 +158,14 @@ def build_feature_assets(
     *,
     name: str = FEATURES_ASSET_NAME,
     group_name: str = "features",
+    backfill_batch_size: int = 1_000,
 ) -> AssetsDefinition:
-    """One subsettable, track-partitioned ``multi_asset`` computing every feature of ``graph``."""
+    """One subsettable, track-partitioned ``multi_asset`` computing every feature of ``graph``.
+
+    A backfill launched from the UI is split into runs of at most
+    ``backfill_batch_size`` tracks: each is one batch (one Beam pipeline),
+    and a live event's run waits for at most one of them (see ``priority``).
+    """
     specs = [
         AssetSpec(
             f.asset_key,
@@ -180,7 +186,7 @@ def build_feature_assets(
         specs=specs,
         can_subset=True,
         partitions_def=tracks_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=backfill_batch_size),
     )
     def _features(
         context: AssetExecutionContext,

@@ -154,7 +154,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from .runs import execute_run, record_ping, run_request_for
+    from .runs import BOTTOM_UP, MODE_TAG, execute_run, record_ping, run_request_for
 
     loc = load_location()
     features, work = _plan(args, loc)
@@ -163,7 +163,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         payload["pinged"] = [list(p) for p in record_ping(loc.instance, work)]
     elif work.to_compute:
         request = run_request_for(
-            loc.graph, work, features if args.force else [], run_key=None, tags={"klio/source": "cli", "klio/mode": "bottom-up"}
+            loc.graph, work, features if args.force else [], run_key=None, tags={"klio/source": "cli", MODE_TAG: BOTTOM_UP}
         )
         progress = Progress("materialize", len(work.to_compute))
         outcome = execute_run(loc.job, loc.instance, request, on_pair_done=progress.advance)

@@ -147,20 +147,27 @@ def feature(
 
 
 class FeatureGraph:
-    """A set of features with their dependencies, in topological order."""
+    """A set of features with their dependencies, in topological order.
 
-    def __init__(self, features: Sequence[Feature]):
+    ``external`` features belong to another graph (another team's code
+    location): this graph's features may read their stored values, and
+    their materialisations make this graph's features stale, but they are
+    never computed here.
+    """
+
+    def __init__(self, features: Sequence[Feature], *, external: Sequence[Feature] = ()):
         by_name: dict[str, Feature] = {}
         for f in features:
             if f.name in by_name or f.name == AUDIO:
                 raise ValueError(f"feature name {f.name!r} is used twice (or is the reserved 'audio')")
             by_name[f.name] = f
+        self._external = {f.name: f for f in external if f.name not in by_name}
         for f in features:
-            unknown = [i for i in f.inputs if i not in by_name]
+            unknown = [i for i in f.inputs if i not in by_name and i not in self._external]
             if unknown:
                 raise ValueError(
                     f"feature {f.name!r} reads {unknown}, which are not features of this graph: "
-                    "add them, or rename the parameter"
+                    "add them (or pass another team's features as `external`), or rename the parameter"
                 )
         self._features = by_name
         self.order: tuple[str, ...] = tuple(self._toposort())
@@ -176,7 +183,8 @@ class FeatureGraph:
                 raise ValueError(f"features form a cycle: {' -> '.join(path + (name,))}")
             state[name] = "visiting"
             for parent in self._features[name].inputs:
-                visit(parent, path + (name,))
+                if parent in self._features:
+                    visit(parent, path + (name,))
             state[name] = "done"
             order.append(name)
 
@@ -185,7 +193,7 @@ class FeatureGraph:
         return order
 
     def __getitem__(self, name: str) -> Feature:
-        return self._features[name]
+        return self._features[name] if name in self._features else self._external[name]
 
     def __iter__(self):
         return (self._features[n] for n in self.order)
@@ -196,6 +204,11 @@ class FeatureGraph:
     @property
     def names(self) -> tuple[str, ...]:
         return self.order
+
+    @property
+    def external_names(self) -> tuple[str, ...]:
+        """Features of other graphs that this graph reads."""
+        return tuple(self._external)
 
     def check_names(self, names: Iterable[str]) -> list[str]:
         """Return ``names`` in topological order; raise ``ValueError`` on unknown ones."""
@@ -211,7 +224,7 @@ class FeatureGraph:
         stack = list(self.check_names(names))
         while stack:
             name = stack.pop()
-            if name not in closure:
+            if name not in closure and name in self._features:
                 closure.add(name)
                 stack.extend(self._features[name].inputs)
         return [n for n in self.order if n in closure]

@@ -17,7 +17,8 @@ from .events import InvalidMessage, TrackEvent
 from .features import AUDIO, FeatureGraph
 from .lineage import Pair, plan_from_log
 from .registry import record_sources, tracks_with_sources
-from .runs import record_ping, run_request_for
+from .priority import LIVE_PRIORITY_TAGS
+from .runs import BOTTOM_UP, MODE_TAG, TOP_DOWN, record_ping, run_request_for
 from .sources import normalize_source_uri
 from .storage import FeatureStore
 from .tracks import tracks_partitions
@@ -86,7 +87,13 @@ def plan_events(
             batch.pinged.extend(record_ping(instance, work))
         elif work.to_compute:
             batch.run_requests.append(
-                run_request_for(graph, work, forced, run_key=f"{run_key_prefix}-{i}", tags={**tags, "klio/mode": "bottom-up" if features else "top-down"})
+                run_request_for(
+                    graph,
+                    work,
+                    forced,
+                    run_key=f"{run_key_prefix}-{i}",
+                    tags={**tags, **LIVE_PRIORITY_TAGS, MODE_TAG: BOTTOM_UP if features else TOP_DOWN},
+                )
             )
     return batch
 

@@ -140,5 +140,5 @@ def plan_from_log(
 ) -> Plan:
     """:func:`plan` against the event log, loading the lineage of ``features`` and their ancestors."""
     requested = list(features)
-    lineage = load_lineage(instance, graph.with_ancestors(requested), tracks)
+    lineage = load_lineage(instance, [*graph.with_ancestors(requested), *graph.external_names], tracks)
     return plan(graph, lineage, requested, tracks, force=force, bottom_up=bottom_up)

@@ -24,6 +24,10 @@ from .features import FeatureGraph
 from .lineage import Pair, Plan
 
 Failure = dict[str, str]
+#: Run tag saying which of Klio's modes a run serves.
+MODE_TAG = "klio/mode"
+TOP_DOWN = "top-down"
+BOTTOM_UP = "bottom-up"
 
 
 def features_run_config(tracks: Sequence[str], force_features: Sequence[str], asset_name: str = FEATURES_ASSET_NAME) -> dict[str, Any]:

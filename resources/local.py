@@ -9,6 +9,7 @@ from typing import Any
 from dagster import EnvVar
 
 from klio_dagster import FeatureExecutorResource, FeatureStoreResource
+from klio_dagster.priority import run_queue_config
 from klio_dagster.pubsub import PubSubSourceResource
 from klio_dagster.sensors import LocalQueueResource
 
@@ -20,11 +21,9 @@ DEFAULTS = {
     "KLIO_STORE": DATA_DIR / "store",
     "KLIO_QUEUE": DATA_DIR / "queue",
 }
-#: Instance settings for a new local DAGSTER_HOME: SQLite storage in the folder, no telemetry.
-INSTANCE_CONFIG = """\
-telemetry:
-  enabled: false
-"""
+#: Instance settings for a new local DAGSTER_HOME: SQLite storage in the folder, no telemetry,
+#: and a run queue where live events' runs never wait behind a backfill.
+INSTANCE_CONFIG = "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2)
 
 
 def apply_default_environment() -> None:

@@ -14,6 +14,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
 from examples.catalogue import DemoTrack, write_catalogue  # noqa: E402
 from klio_dagster.cli import main  # noqa: E402
+from resources.local import INSTANCE_CONFIG  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +29,7 @@ def klio_env(tmp_path, monkeypatch) -> Path:
     for name, sub in (("DAGSTER_HOME", "home"), ("KLIO_STORE", "store"), ("KLIO_QUEUE", "queue"), ("KLIO_DATA", "data")):
         (tmp_path / sub).mkdir()
         monkeypatch.setenv(name, str(tmp_path / sub))
-    (tmp_path / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (tmp_path / "home" / "dagster.yaml").write_text(INSTANCE_CONFIG)
     return tmp_path
 
 

@@ -1,7 +1,8 @@
-"""End to end: `dagster dev` with the reference location, the sensor running by default.
+"""End to end: `dagster dev` with both code locations of workspace.yaml, sensors running by default.
 
 A message published to the local queue must end up, with no click, as
-materialised features that the UI's GraphQL API and `klio-dagster status` show.
+materialised features that the UI's GraphQL API and `klio-dagster status` show,
+and the second team's feature must follow top-down.
 """
 
 from __future__ import annotations
@@ -91,3 +92,14 @@ def test_published_tracks_are_materialised_without_a_click(dagster_dev, klio_env
     assert sorted(node["partitionKeys"]) == sorted(t.track_id for t in tracks)
     labels = {e["label"] for m in node["assetMaterializations"] for e in m["metadataEntries"]}
     assert {"uri", "preview", "code_version", "compute_s"} <= labels
+
+    # Top-down across code locations: the harmony team's sensor runs `key` for the same tracks.
+    query = '{ assetNodeOrError(assetKey: {path: ["key"]}) { ... on AssetNode { assetMaterializations(limit: 10) { partition runId } } } }'
+    keyed: list[dict] = []
+    while time.time() < deadline + 60:
+        keyed = _graphql(port, query)["assetNodeOrError"]["assetMaterializations"]
+        if len(keyed) >= len(tracks):
+            break
+        time.sleep(3)
+    assert sorted(m["partition"] for m in keyed) == sorted(t.track_id for t in tracks), (keyed, log)
+    assert len({m["runId"] for m in keyed}) == 1  # both tracks in one batched run

@@ -1,0 +1,91 @@
+"""Top-down across code locations: the harmony team's ``key`` follows the reference ``downsample``."""
+
+from __future__ import annotations
+
+import numpy as np
+from dagster import AssetKey, DagsterInstance, build_sensor_context
+
+import definitions
+from examples import harmony
+from klio_dagster.events import TrackEvent
+from klio_dagster.local_queue import LocalQueue
+from klio_dagster.runs import execute_run
+
+
+def tick(defs, sensor_name, cursor=None):
+    sensor = defs.resolve_sensor_def(sensor_name)
+    with build_sensor_context(instance=DagsterInstance.get(), cursor=cursor, definitions=defs, resources=defs.resources) as c:
+        return sensor.evaluate_tick(c)
+
+
+def run_all(defs, job_name, requests):
+    job = defs.resolve_job_def(job_name)
+    return [execute_run(job, DagsterInstance.get(), r) for r in requests]
+
+
+def progression(*chords: tuple[int, ...], sr: int = 22_050) -> np.ndarray:
+    """One second per chord; each chord is MIDI note numbers."""
+    t = np.arange(sr) / sr
+    bars = [sum(np.sin(2 * np.pi * 440.0 * 2 ** ((n - 69) / 12) * t) for n in chord) for chord in chords]
+    return np.concatenate(bars).astype(np.float32)
+
+
+def test_estimate_key_of_cadences():
+    sr = 22_050
+    c_major = progression((60, 64, 67), (65, 69, 72), (67, 71, 74), (60, 64, 67))  # I IV V I
+    a_minor = progression((57, 60, 64), (62, 65, 69), (64, 68, 71), (57, 60, 64))  # i iv V i
+    assert harmony.estimate_key(c_major, sr)[0] == "C major"
+    assert harmony.estimate_key(a_minor, sr)[0] == "A minor"
+    assert harmony.estimate_key(np.zeros(sr, dtype=np.float32), sr) == ("C major", 0.0)
+
+
+def test_top_down_runs_children_in_another_location_batched_and_once(klio_env, catalogue):
+    instance = DagsterInstance.get()
+    queue = LocalQueue(klio_env / "queue")
+    tracks = [t.track_id for t in catalogue[:3]]
+    queue.publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in catalogue[:3]])
+    ingest = tick(definitions.defs, "klio_local_ingestion")
+    instance.add_dynamic_partitions("tracks", ingest.dynamic_partitions_requests[0].partition_keys)
+    (outcome,) = run_all(definitions.defs, definitions.features_job.name, ingest.run_requests)
+    assert not outcome.failed
+
+    first = tick(harmony.defs, "harmony_top_down")
+    (request,) = first.run_requests  # three tracks, one run
+    assert sorted(request.run_config["ops"]["harmony_features"]["config"]["tracks"]) == sorted(tracks)
+    assert request.tags["klio/mode"] == "top-down" and request.tags["dagster/priority"] == "100"
+    # A tick replayed before the run happened (its result was lost) asks for the same run key: Dagster launches it once.
+    assert tick(harmony.defs, "harmony_top_down").run_requests[0].run_key == request.run_key
+    (key_run,) = run_all(harmony.defs, harmony.harmony_job.name, first.run_requests)
+    assert sorted(key_run.computed) == sorted(("key", t) for t in tracks) and not key_run.failed
+    latest = instance.get_latest_materialization_event(AssetKey("key"))
+    assert latest.asset_materialization.metadata["key"].value in harmony.KEYS
+
+    # Nothing new upstream: no run. Replayed after the run: the keys are current, nothing to compute.
+    assert tick(harmony.defs, "harmony_top_down", first.cursor).run_requests == []
+    assert tick(harmony.defs, "harmony_top_down").run_requests == []
+
+
+def test_bottom_up_materialisations_do_not_wake_other_teams(cli, klio_env, ingested):
+    code, out = cli("materialize", "speechiness", "--tracks", ingested[0])
+    assert code == 0 and ["downsample", ingested[0]] in out["computed"]
+    result = tick(harmony.defs, "harmony_top_down")
+    assert result.run_requests == []
+
+
+def test_children_of_a_recomputed_parent_run_again(klio_env, catalogue):
+    instance = DagsterInstance.get()
+    queue = LocalQueue(klio_env / "queue")
+    track = catalogue[0]
+    queue.publish_events([TrackEvent(track.track_id, uri=str(track.path))])
+    ingest = tick(definitions.defs, "klio_local_ingestion")
+    instance.add_dynamic_partitions("tracks", [track.track_id])
+    run_all(definitions.defs, definitions.features_job.name, ingest.run_requests)
+    first = tick(harmony.defs, "harmony_top_down")
+    run_all(harmony.defs, harmony.harmony_job.name, first.run_requests)
+
+    # A forced top-down event recomputes downsample: key is stale, and runs again.
+    queue.publish_events([TrackEvent(track.track_id, force=True)])
+    again = tick(definitions.defs, "klio_local_ingestion", ingest.cursor)
+    run_all(definitions.defs, definitions.features_job.name, again.run_requests)
+    (request,) = tick(harmony.defs, "harmony_top_down", first.cursor).run_requests
+    assert request.run_config["ops"]["harmony_features"]["config"]["tracks"] == [track.track_id]
