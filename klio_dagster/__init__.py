@@ -30,6 +30,8 @@ _EXPORTS = {
     "FeatureGraph": "features",
     "FeatureOutput": "features",
     "feature": "features",
+    "FeatureDone": "outputs",
+    "OutputEventsResource": "outputs",
     "FeatureExecutorResource": "resources",
     "FeatureStoreResource": "resources",
     "FeatureStore": "storage",
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from .errors import AudioDecodeError, InvalidRequest, InvalidTrackId, KlioError, MissingInputError, StoreError
     from .execution import InProcessExecutor, PairResult, TrackTask, compute_track
     from .features import AUDIO, Audio, Feature, FeatureGraph, FeatureOutput, feature
+    from .outputs import FeatureDone, OutputEventsResource
     from .resources import FeatureExecutorResource, FeatureStoreResource
     from .storage import FeatureStore, GCSFeatureStore, LocalFeatureStore, open_store
     from .tracks import TRACK_ID_PATTERN, tracks_partitions, validate_track_id

@@ -35,6 +35,7 @@ from pydantic import Field
 from .execution import PairResult, TrackTask
 from .features import AUDIO, FeatureGraph
 from .lineage import plan_from_log
+from .outputs import FeatureDone, OutputEventsResource
 from .resources import FeatureExecutorResource, FeatureStoreResource
 from .tracks import tracks_partitions, validate_track_ids
 
@@ -105,14 +106,31 @@ def _run_tracks(context: AssetExecutionContext, config: FeatureRunConfig) -> lis
     raise Failure("this run names no tracks: launch it for partitions, or set config.tracks")
 
 
+def _done(result: PairResult, run_id: str) -> FeatureDone:
+    return FeatureDone(
+        result.feature,
+        result.track_id,
+        result.uri or "",
+        result.data_version or "",
+        str(result.metadata.get("code_version", "")),
+        run_id,
+    )
+
+
 def compute_features(
     context: AssetExecutionContext,
     graph: FeatureGraph,
     config: FeatureRunConfig,
     store_resource: FeatureStoreResource,
     executor_resource: FeatureExecutorResource,
+    outputs: OutputEventsResource,
+    output_chunk_tracks: int = 100,
 ) -> Iterator[AssetMaterialization | AssetObservation]:
-    """The body of the feature step: plan against lineage, execute, record."""
+    """The body of the feature step: plan against lineage, execute, record, announce.
+
+    Output events are published after their materialisations are recorded,
+    every ``output_chunk_tracks`` tracks and at the end.
+    """
     selected = graph.check_names(k.path[-1] for k in context.selected_asset_keys)
     tracks = _run_tracks(context, config)
     force = selected if config.force_features is None else config.force_features
@@ -126,7 +144,15 @@ def compute_features(
         return
     executor = executor_resource.executor_for(len(tasks))
     context.log.info(f"executing with {type(executor).__name__}")
-    failed, examples = 0, []
+    failed, examples, unannounced, announce_errors = 0, [], [], []
+
+    def announce() -> None:
+        try:
+            outputs.publish(unannounced)
+        except Exception as exc:  # noqa: BLE001 - reported when the step ends; the records stay
+            announce_errors.append(f"{len(unannounced)} output events not published: {type(exc).__name__}: {exc}")
+        unannounced.clear()
+
     pending = {t.track_id: t for t in tasks}
     for done, results in enumerate(executor.run(tasks, graph, store_resource.get_store()), 1):
         if results:
@@ -134,6 +160,8 @@ def compute_features(
         for result in results:
             if result.ok:
                 yield _materialization(result)
+                if outputs.enabled:
+                    unannounced.append(_done(result, context.run_id))
             else:
                 failed += 1
                 if len(examples) < 20:
@@ -141,16 +169,20 @@ def compute_features(
                 yield failure_observation(result.feature, result.track_id, result.error or "")
         if done % 50 == 0:
             context.log.info(f"{done}/{len(tasks)} tracks done")
+        if done % output_chunk_tracks == 0:
+            announce()
+    announce()
     for task in pending.values():
         for feature in task.features:
             failed += 1
             yield failure_observation(feature, task.track_id, "the executor returned no result for this track")
+    problems = []
     if failed:
-        shown = "\n".join(examples)
-        raise Failure(
-            description=f"{failed} (feature, track) pairs failed; the others were recorded.\n{shown}",
-            metadata={"failed_pairs": failed},
-        )
+        problems.append(f"{failed} (feature, track) pairs failed; the others were recorded.\n" + "\n".join(examples))
+    if announce_errors:
+        problems.append("results were recorded, but output events could not be published:\n" + "\n".join(announce_errors[:5]))
+    if problems:
+        raise Failure(description="\n".join(problems), metadata={"failed_pairs": failed})
 
 
 def build_feature_assets(
@@ -193,8 +225,9 @@ def build_feature_assets(
         config: FeatureRunConfig,
         klio_store: FeatureStoreResource,
         klio_executor: FeatureExecutorResource,
+        klio_output: OutputEventsResource,
     ):
-        yield from compute_features(context, graph, config, klio_store, klio_executor)
+        yield from compute_features(context, graph, config, klio_store, klio_executor, klio_output)
 
     return _features
 

@@ -159,6 +159,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     loc = load_location()
     features, work = _plan(args, loc)
     payload: dict[str, Any] = {"computed": [], "skipped": [list(p) for p in work.skipped], "failed": [], "pinged": [], "run_ids": []}
+    step_errors: list[str] = []
     if args.ping:
         payload["pinged"] = [list(p) for p in record_ping(loc.instance, work)]
     elif work.to_compute:
@@ -168,6 +169,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         progress = Progress("materialize", len(work.to_compute))
         outcome = execute_run(loc.job, loc.instance, request, on_pair_done=progress.advance)
         payload.update(computed=[list(p) for p in outcome.computed], failed=outcome.failed, run_ids=[outcome.run_id])
+        if not outcome.failed:  # errors beyond pairs (e.g. output events not published); the results stand
+            step_errors = outcome.step_errors
     rows = (
         [[f, t, "computed", ""] for f, t in payload["computed"]]
         + [[x["feature"], x["track"], "failed", x["error"][:80]] for x in payload["failed"]]
@@ -175,7 +178,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         + [[f, t, "pinged", ""] for f, t in payload["pinged"]]
     )
     _emit(args, payload, rows, ["feature", "track", "result", "error"])
-    return EXIT_FAILED if payload["failed"] else EXIT_OK
+    for error in step_errors:
+        print(f"error: {error}", file=sys.stderr)
+    return EXIT_FAILED if payload["failed"] or step_errors else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

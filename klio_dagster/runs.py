@@ -61,11 +61,12 @@ def run_request_for(
 
 @dataclass
 class RunOutcome:
-    """What one run recorded: computed pairs and failed pairs with their errors."""
+    """What one run recorded: computed pairs, failed pairs with their errors, and step errors."""
 
     run_id: str
     computed: list[Pair] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
+    step_errors: list[str] = field(default_factory=list)
 
 
 def execute_run(
@@ -110,7 +111,6 @@ def read_outcome(instance: DagsterInstance, run_id: str, page_size: int = 500) -
     """
     outcome = RunOutcome(run_id)
     kinds = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION, DagsterEventType.STEP_FAILURE}
-    step_errors: list[str] = []
     cursor = None
     while True:
         page = instance.get_records_for_run(run_id, cursor=cursor, of_type=kinds, limit=page_size)
@@ -126,12 +126,12 @@ def read_outcome(instance: DagsterInstance, run_id: str, page_size: int = 500) -
                 if o.tags.get(STATUS_TAG) == FAILED:
                     outcome.failed.append({"feature": o.asset_key.path[-1], "track": o.partition, "error": o.metadata["error"].value})
             elif event.step_failure_data.error:
-                step_errors.append(event.step_failure_data.error.message)
+                outcome.step_errors.append(event.step_failure_data.error.message.strip())
         cursor = page.cursor
         if not page.has_more:
             break
-    if step_errors and not outcome.failed:
-        raise RuntimeError(f"run {run_id} failed before recording any track: {step_errors[0].strip()}")
+    if outcome.step_errors and not outcome.failed and not outcome.computed:
+        raise RuntimeError(f"run {run_id} failed before recording any track: {outcome.step_errors[0]}")
     return outcome
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from dagster import EnvVar
 
 from klio_dagster import FeatureExecutorResource, FeatureStoreResource
+from klio_dagster.outputs import OutputEventsResource
 from klio_dagster.priority import run_queue_config
 from klio_dagster.pubsub import PubSubSourceResource
 from klio_dagster.sensors import LocalQueueResource
@@ -43,6 +44,11 @@ def local_resources() -> dict[str, Any]:
         "klio_store": FeatureStoreResource(uri=EnvVar("KLIO_STORE")),
         "klio_executor": FeatureExecutorResource(mode="auto"),
         "klio_queue": LocalQueueResource(path=EnvVar("KLIO_QUEUE")),
+        "klio_output": OutputEventsResource(
+            topic=os.environ.get("KLIO_PUBSUB_OUTPUT_TOPIC", ""),
+            local_queue=os.environ.get("KLIO_OUTPUT_QUEUE", ""),
+            message_format=os.environ.get("KLIO_OUTPUT_FORMAT", "json"),
+        ),
     }
     if os.environ.get("KLIO_PUBSUB_SUBSCRIPTION"):
         resources["klio_pubsub"] = PubSubSourceResource(

@@ -11,6 +11,7 @@ from klio_dagster import (
     FeatureExecutorResource,
     FeatureStoreResource,
     LocalFeatureStore,
+    OutputEventsResource,
     TrackTask,
     audio_source_spec,
     build_feature_assets,
@@ -32,6 +33,7 @@ def beam_definitions(store_uri: str) -> Definitions:
         resources={
             "klio_store": FeatureStoreResource(uri=store_uri),
             "klio_executor": FeatureExecutorResource(mode="beam", num_workers=2),
+            "klio_output": OutputEventsResource(),
         },
     )
 

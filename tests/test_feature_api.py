@@ -14,6 +14,7 @@ from klio_dagster import (
     FeatureExecutorResource,
     FeatureGraph,
     FeatureStoreResource,
+    OutputEventsResource,
     audio_source_spec,
     build_feature_assets,
     build_features_job,
@@ -99,6 +100,7 @@ def test_features_and_plain_assets_in_one_location(klio_env, catalogue):
     resources = {
         "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
         "klio_executor": FeatureExecutorResource(mode="in_process"),
+        "klio_output": OutputEventsResource(),
     }
     defs = Definitions(
         assets=[audio_source_spec(), loudness_reference, features, peak_report],

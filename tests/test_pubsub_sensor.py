@@ -13,9 +13,17 @@ from dagster import DagsterInstance, Definitions, build_sensor_context
 from servers import free_port, local_server
 
 from examples.reference_graph import reference_graph as graph
-from klio_dagster import FeatureExecutorResource, FeatureStoreResource, audio_source_spec, build_feature_assets, build_features_job
+from klio_dagster import (
+    FeatureExecutorResource,
+    FeatureStoreResource,
+    OutputEventsResource,
+    audio_source_spec,
+    build_feature_assets,
+    build_features_job,
+)
 from klio_dagster.klio_messages import KlioMessage
 from klio_dagster.pubsub import PubSubSourceResource, build_pubsub_sensor
+from klio_dagster.runs import execute_run
 
 PROJECT = "klio-test"
 
@@ -60,7 +68,7 @@ def tick(defs, cursor=None):
         return sensor.evaluate_tick(c)
 
 
-def definitions(klio_env, sub, dead, ack_deadline_s=300):
+def definitions(klio_env, sub, dead, ack_deadline_s=300, output_topic=""):
     features = build_feature_assets(graph)
     job = build_features_job([features])
     return Definitions(
@@ -70,6 +78,7 @@ def definitions(klio_env, sub, dead, ack_deadline_s=300):
         resources={
             "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
             "klio_executor": FeatureExecutorResource(mode="in_process"),
+            "klio_output": OutputEventsResource(topic=output_topic),
             "klio_pubsub": PubSubSourceResource(subscription=sub, dead_letter_topic=dead, ack_deadline_s=ack_deadline_s),
         },
     )
@@ -125,3 +134,23 @@ def test_cli_publish_to_a_topic(cli, topics):
     bodies = sorted(json.loads(m.message.data)["track_id"] for m in received)
     assert bodies == ["t1", "t2"]
     assert json.loads(received[0].message.data)["features"] == ["speechiness"]
+
+
+def test_output_topic_announces_each_recorded_feature(klio_env, catalogue, topics):
+    publisher, subscriber, topic, sub, dead, _ = topics
+    out_topic, out_sub = f"{topic}-out", f"{sub}-out"
+    publisher.create_topic(name=out_topic)
+    subscriber.create_subscription(name=out_sub, topic=out_topic)
+    t = catalogue[0]
+    publisher.publish(topic, json.dumps({"track_id": t.track_id, "uri": str(t.path), "features": ["energy"]}).encode()).result()
+    defs = definitions(klio_env, sub, dead, output_topic=out_topic)
+    result = tick(defs)
+    instance = DagsterInstance.get()
+    instance.add_dynamic_partitions("tracks", result.dynamic_partitions_requests[0].partition_keys)
+    (request,) = result.run_requests
+    outcome = execute_run(defs.resolve_job_def("klio_features_job"), instance, request)
+
+    received = subscriber.pull(subscription=out_sub, max_messages=10, timeout=10).received_messages
+    announced = sorted((m.message.attributes["feature"], m.message.attributes["track_id"]) for m in received)
+    assert announced == sorted(outcome.computed) == sorted((f, t.track_id) for f in ("downsample", "beat_tracking", "energy"))
+    assert {json.loads(m.message.data)["run_id"] for m in received} == {outcome.run_id}
