@@ -3,16 +3,24 @@
 A tick acknowledges the messages that the previous tick turned into
 requests (their ack IDs are in the cursor, which Dagster stores together
 with that tick's partition adds and run requests), then pulls a bounded
-batch, extends its ack deadline past the next tick, parses it, and returns
-one ``SensorResult``. If the sensor process dies between pull and record,
-the deadline lapses and Pub/Sub redelivers: the planner sees what exists,
-so nothing is computed twice. Bad messages are published to the
-dead-letter topic with their reason, then acknowledged.
+batch, extends each pulled message's ack deadline past the next tick,
+parses the batch, and returns one ``SensorResult``. If the sensor process
+dies between pull and record, the deadline lapses and Pub/Sub redelivers:
+the planner sees what exists, so nothing is computed twice. Bad messages
+are published to the dead-letter topic with their reason, then
+acknowledged.
+
+Every call to Pub/Sub has a bounded retry (``call_timeout_s``), so an
+unreachable service fails the tick with a clear error well inside
+Dagster's sensor timeout; the cursor is then unchanged and the next tick
+starts again from it.
 """
 
 import hashlib
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from dagster import (
     ConfigurableResource,
@@ -23,6 +31,8 @@ from dagster import (
     SensorResult,
     sensor,
 )
+from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
 from pydantic import Field
 
 from .features import FeatureGraph
@@ -39,6 +49,18 @@ class PubSubSourceResource(ConfigurableResource):
     max_messages_per_tick: int = Field(default=5_000, ge=1)
     ack_deadline_s: int = Field(default=300, ge=10, le=600, description="Held until the next tick acknowledges.")
     track_id_rule: str = Field(default="", description="Regex with a 'track_id' group for GCS object names.")
+    call_timeout_s: float = Field(default=15.0, gt=0, le=30, description="Retry budget of each Pub/Sub call.")
+    pull_wait_s: float = Field(default=2.0, gt=0, le=10, description="How long a pull waits when nothing is there.")
+
+    def call_options(self, timeout_s: float | None = None) -> dict:
+        """``retry``/``timeout`` for client calls: an unreachable service is retried for ``call_timeout_s`` at most."""
+        retry = gretry.Retry(
+            predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.InternalServerError),
+            initial=0.2,
+            maximum=2.0,
+            timeout=self.call_timeout_s,
+        )
+        return {"retry": retry, "timeout": timeout_s or self.call_timeout_s}
 
     def subscriber(self):
         from google.cloud import pubsub_v1
@@ -51,17 +73,61 @@ class PubSubSourceResource(ConfigurableResource):
         return pubsub_v1.PublisherClient()
 
 
+class PubSubUnavailable(RuntimeError):
+    """Pub/Sub could not be reached: the tick fails, nothing is acknowledged, the next tick retries."""
+
+
+@contextmanager
+def _reported_as_unavailable(source: PubSubSourceResource) -> Iterator[None]:
+    try:
+        yield
+    except (gexc.GoogleAPIError, TimeoutError) as exc:
+        raise PubSubUnavailable(
+            f"Pub/Sub call for {source.subscription} failed: {type(exc).__name__}: {exc}. This tick's messages are "
+            "not acknowledged and will be redelivered; the next tick retries "
+            "(check PUBSUB_EMULATOR_HOST or credentials if this persists)"
+        ) from exc
+
+
 def _pull(source: PubSubSourceResource, subscriber) -> list:
+    """Up to ``max_messages_per_tick`` messages, each batch's ack deadline extended as soon as it arrives."""
     received = []
     while len(received) < source.max_messages_per_tick:
         want = min(1_000, source.max_messages_per_tick - len(received))
-        response = subscriber.pull(subscription=source.subscription, max_messages=want, timeout=10)
-        if not response.received_messages:
+        try:
+            response = subscriber.pull(
+                subscription=source.subscription, max_messages=want, **source.call_options(source.pull_wait_s)
+            )
+        except gexc.DeadlineExceeded:  # a pull waits for messages; none came within pull_wait_s
             break
-        received.extend(response.received_messages)
-        if len(response.received_messages) < want:
+        batch = response.received_messages
+        if not batch:
+            break
+        subscriber.modify_ack_deadline(
+            subscription=source.subscription,
+            ack_ids=[m.ack_id for m in batch],
+            ack_deadline_seconds=source.ack_deadline_s,
+            **source.call_options(),
+        )
+        received.extend(batch)
+        if len(batch) < want:
             break
     return received
+
+
+def _acknowledge_recorded(source: PubSubSourceResource, subscriber, ack_ids: list[str], context: SensorEvaluationContext) -> None:
+    """Acknowledge what the previous tick recorded.
+
+    If Pub/Sub rejects the IDs (they expired, or the service restarted), the
+    messages come back and are planned again: their work exists or has the
+    same run key, so nothing happens twice.
+    """
+    if not ack_ids:
+        return
+    try:
+        subscriber.acknowledge(subscription=source.subscription, ack_ids=ack_ids, **source.call_options())
+    except (gexc.InvalidArgument, gexc.NotFound, gexc.FailedPrecondition) as exc:
+        context.log.warning(f"{len(ack_ids)} recorded messages could not be acknowledged ({exc}); redeliveries will be skipped")
 
 
 def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = "klio_pubsub_ingestion") -> SensorDefinition:
@@ -77,16 +143,11 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
     def _sensor(context: SensorEvaluationContext, klio_pubsub: PubSubSourceResource, klio_store: FeatureStoreResource):
         subscriber = klio_pubsub.subscriber()
         recorded = json.loads(context.cursor)["ack"] if context.cursor else []
-        if recorded:
-            subscriber.acknowledge(subscription=klio_pubsub.subscription, ack_ids=recorded)
-        received = _pull(klio_pubsub, subscriber)
+        with _reported_as_unavailable(klio_pubsub):
+            _acknowledge_recorded(klio_pubsub, subscriber, recorded, context)
+            received = _pull(klio_pubsub, subscriber)
         if not received:
             return SensorResult(skip_reason=f"no messages ({len(recorded)} acknowledged)", cursor=json.dumps({"ack": []}))
-        subscriber.modify_ack_deadline(
-            subscription=klio_pubsub.subscription,
-            ack_ids=[m.ack_id for m in received],
-            ack_deadline_seconds=klio_pubsub.ack_deadline_s,
-        )
         rule = re.compile(klio_pubsub.track_id_rule) if klio_pubsub.track_id_rule else None
         result, dead = ingest_messages(
             context,
@@ -97,7 +158,8 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
             run_key_prefix=hashlib.sha1("".join(sorted(m.message.message_id for m in received)).encode()).hexdigest()[:16],
             tags={"klio/source": "pubsub"},
         )
-        _dead_letter(klio_pubsub, subscriber, dead, context)
+        with _reported_as_unavailable(klio_pubsub):
+            _dead_letter(klio_pubsub, subscriber, dead, context)
         rejected = {id(m) for m, _ in dead}
         return SensorResult(
             run_requests=result.run_requests,
@@ -119,8 +181,8 @@ def _dead_letter(source: PubSubSourceResource, subscriber, dead: list, context: 
             for m, reason in dead
         ]
         for future in futures:
-            future.result(timeout=30)
+            future.result(timeout=source.call_timeout_s)
     else:
         for m, reason in dead:
             context.log.warning(f"message {m.message.message_id} rejected (no dead-letter topic configured): {reason}")
-    subscriber.acknowledge(subscription=source.subscription, ack_ids=[m.ack_id for m, _ in dead])
+    subscriber.acknowledge(subscription=source.subscription, ack_ids=[m.ack_id for m, _ in dead], **source.call_options())

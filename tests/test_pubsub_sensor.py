@@ -37,15 +37,25 @@ def _emulator_script() -> Path | None:
     return script if script.exists() else None
 
 
-@pytest.fixture(scope="module")
-def emulator():
+def _emulator_command(port: int) -> list[str]:
     script = _emulator_script()
     if script is None:
         pytest.skip("PUB/SUB EMULATOR NOT FOUND: install the Google Cloud CLI with its pubsub-emulator component")
+    return [str(script), "--host=127.0.0.1", f"--port={port}"]
+
+
+@pytest.fixture(scope="module")
+def emulator():
     port = free_port()
-    command = [str(script), "--host=127.0.0.1", f"--port={port}"]
-    with local_server(command, port, env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}, what="the Pub/Sub emulator"):
+    with local_server(_emulator_command(port), port, env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}, what="the Pub/Sub emulator"):
         yield
+
+
+def create_topic_and_subscription(topic: str, sub: str, ack_deadline_s: int = 10) -> None:
+    from google.cloud import pubsub_v1
+
+    pubsub_v1.PublisherClient().create_topic(name=topic)
+    pubsub_v1.SubscriberClient().create_subscription(name=sub, topic=topic, ack_deadline_seconds=ack_deadline_s)
 
 
 @pytest.fixture
@@ -57,8 +67,7 @@ def topics(emulator, request):
     topic, dead = f"projects/{PROJECT}/topics/{name}", f"projects/{PROJECT}/topics/{name}-dead"
     sub, dead_sub = f"projects/{PROJECT}/subscriptions/{name}", f"projects/{PROJECT}/subscriptions/{name}-dead"
     for t, s in ((topic, sub), (dead, dead_sub)):
-        publisher.create_topic(name=t)
-        subscriber.create_subscription(name=s, topic=t, ack_deadline_seconds=10)
+        create_topic_and_subscription(t, s)
     return publisher, subscriber, topic, sub, dead, dead_sub
 
 
@@ -124,6 +133,58 @@ def test_unrecorded_messages_are_redelivered_and_planned_once(klio_env, catalogu
     again = tick(defs)
     assert len(again.run_requests) == 1
     assert again.run_requests[0].run_key == lost.run_requests[0].run_key  # Dagster launches it once
+
+
+def empty(subscriber, sub) -> bool:
+    """True if a pull gets nothing within 2 s (an empty pull waits for its whole timeout)."""
+    from google.api_core.exceptions import DeadlineExceeded
+
+    try:
+        return subscriber.pull(subscription=sub, max_messages=10, timeout=2, retry=None).received_messages == []
+    except DeadlineExceeded:
+        return True
+
+
+def test_ack_deadlines_are_extended_until_the_next_tick_acknowledges(klio_env, catalogue, topics):
+    publisher, subscriber, topic, sub, dead, _ = topics  # the subscription's own deadline: 10 s
+    t = catalogue[0]
+    publisher.publish(topic, json.dumps({"track_id": t.track_id, "uri": str(t.path)}).encode()).result()
+    defs = definitions(klio_env, sub, dead, ack_deadline_s=20)
+    first = tick(defs)
+    assert len(first.run_requests) == 1
+    time.sleep(13)  # past the subscription's deadline, inside the extended one: no redelivery
+    assert empty(subscriber, sub)
+    tick(defs, first.cursor)  # acknowledges
+    time.sleep(9)  # past the extended deadline: acknowledged, so still nothing
+    assert empty(subscriber, sub)
+
+
+def test_pubsub_restart_fails_one_tick_then_recovers(klio_env, catalogue, monkeypatch):
+    from google.cloud import pubsub_v1
+
+    port = free_port()
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}")
+    topic, sub = f"projects/{PROJECT}/topics/restart", f"projects/{PROJECT}/subscriptions/restart"
+    defs = definitions(klio_env, sub, dead="")
+    publish = lambda t: pubsub_v1.PublisherClient().publish(topic, json.dumps({"track_id": t.track_id, "uri": str(t.path)}).encode()).result()  # noqa: E731
+
+    with local_server(_emulator_command(port), port, env={}, what="the Pub/Sub emulator"):
+        create_topic_and_subscription(topic, sub)
+        publish(catalogue[0])
+        recorded = tick(defs)
+    assert recorded.dynamic_partitions_requests[0].partition_keys == [catalogue[0].track_id]
+
+    started = time.monotonic()
+    with pytest.raises(Exception, match="Pub/Sub call for .* failed.*not acknowledged.*next tick retries"):
+        tick(defs, recorded.cursor)  # Pub/Sub is down: the tick fails, with the reason, well inside 60 s
+    assert time.monotonic() - started < 40
+
+    with local_server(_emulator_command(port), port, env={}, what="the Pub/Sub emulator"):
+        create_topic_and_subscription(topic, sub)  # the emulator keeps nothing across restarts
+        publish(catalogue[1])
+        recovered = tick(defs, recorded.cursor)  # the failed tick left the cursor as it was
+    assert recovered.dynamic_partitions_requests[0].partition_keys == [catalogue[1].track_id]
+    assert len(recovered.run_requests) == 1
 
 
 def test_cli_publish_to_a_topic(cli, topics):
