@@ -14,10 +14,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from servers import free_port
+from pubsub_emulator import PROJECT, create_topic_and_subscription, emulator_command
+from servers import free_port, local_server
 
 from klio_dagster.events import TrackEvent
 from klio_dagster.local_queue import LocalQueue
@@ -35,8 +38,9 @@ def _graphql(port: int, query: str) -> dict:
         return json.loads(response.read())["data"]
 
 
-@pytest.fixture
-def dagster_dev(klio_env):
+@contextmanager
+def running_dagster_dev(klio_env: Path) -> Iterator[int]:
+    """`dagster dev -w workspace.yaml` with this process's environment; yields its port once it serves."""
     port = free_port()
     log = open(klio_env / "dagster-dev.log", "w")
     proc = subprocess.Popen(
@@ -67,21 +71,32 @@ def dagster_dev(klio_env):
         log.close()
 
 
+@pytest.fixture
+def dagster_dev(klio_env):
+    with running_dagster_dev(klio_env) as port:
+        yield port
+
+
+def wait_until_materialized(cli, klio_env: Path, track_id: str, timeout_s: float) -> dict[str, str]:
+    """Each feature's state for ``track_id`` once all are materialised (fails with the log otherwise)."""
+    deadline = time.time() + timeout_s
+    states: dict[str, str] = {}
+    while time.time() < deadline:
+        code, status = cli("status", track_id)  # exit 2 until the sensor registers the track
+        states = {row["feature"]: row["state"] for row in status} if code == 0 else {}
+        if states and all(s == "materialized" for s in states.values()):
+            return states
+        time.sleep(3)
+    pytest.fail(f"{track_id} not materialised in {timeout_s:.0f} s: {states}\n" + (klio_env / "dagster-dev.log").read_text()[-3000:])
+
+
 def test_published_tracks_are_materialised_without_a_click(dagster_dev, klio_env, catalogue, cli):
     port = dagster_dev
     tracks = catalogue[:2]
     LocalQueue(klio_env / "queue").publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in tracks])
 
-    deadline = time.time() + 240
-    states: dict[str, str] = {}
-    while time.time() < deadline:
-        code, status = cli("status", tracks[1].track_id)  # exit 2 until the sensor registers the track
-        states = {row["feature"]: row["state"] for row in status} if code == 0 else {}
-        if states and all(s == "materialized" for s in states.values()):
-            break
-        time.sleep(3)
-    log = (klio_env / "dagster-dev.log").read_text()[-3000:]
-    assert states and all(s == "materialized" for s in states.values()), (states, log)
+    wait_until_materialized(cli, klio_env, tracks[1].track_id, 240)
+    deadline = time.time() + 60
 
     data = _graphql(
         port,
@@ -96,10 +111,27 @@ def test_published_tracks_are_materialised_without_a_click(dagster_dev, klio_env
     # Top-down across code locations: the harmony team's sensor runs `key` for the same tracks.
     query = '{ assetNodeOrError(assetKey: {path: ["key"]}) { ... on AssetNode { assetMaterializations(limit: 10) { partition runId } } } }'
     keyed: list[dict] = []
-    while time.time() < deadline + 60:
+    while time.time() < deadline:
         keyed = _graphql(port, query)["assetNodeOrError"]["assetMaterializations"]
         if len(keyed) >= len(tracks):
             break
         time.sleep(3)
-    assert sorted(m["partition"] for m in keyed) == sorted(t.track_id for t in tracks), (keyed, log)
+    assert sorted(m["partition"] for m in keyed) == sorted(t.track_id for t in tracks), keyed
     assert len({m["runId"] for m in keyed}) == 1  # both tracks in one batched run
+
+
+def test_pubsub_deployment_needs_only_environment_variables(klio_env, catalogue, cli, monkeypatch):
+    """The configuration contract: set the variables, run `dagster dev`, publish, wait, read the status."""
+    port = free_port()
+    topic, sub = f"projects/{PROJECT}/topics/audio-events", f"projects/{PROJECT}/subscriptions/audio-events"
+    with local_server(emulator_command(port), port, env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}, what="the Pub/Sub emulator"):
+        create_topic_and_subscription(topic, sub)
+        create_topic_and_subscription(f"{topic}-dead", f"{sub}-dead")
+        monkeypatch.setenv("KLIO_PUBSUB_SUBSCRIPTION", sub)
+        monkeypatch.setenv("KLIO_PUBSUB_DEAD_LETTER_TOPIC", f"{topic}-dead")
+        with running_dagster_dev(klio_env):
+            track = catalogue[2]
+            code, out = cli("publish", track.track_id, "--uri", str(track.path), "--topic", f"{PROJECT}/audio-events")
+            assert code == 0, out
+            states = wait_until_materialized(cli, klio_env, track.track_id, 240)
+    assert {"downsample", "beat_tracking", "energy", "speechiness", "instrumentalness", "spectrogram"} <= set(states)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, Definitions, build_sensor_context
+from pubsub_emulator import PROJECT, create_topic_and_subscription, emulator_command
 from servers import free_port, local_server
 
 from examples.reference_graph import reference_graph as graph
@@ -25,37 +23,12 @@ from klio_dagster.klio_messages import KlioMessage
 from klio_dagster.pubsub import PubSubSourceResource, build_pubsub_sensor
 from klio_dagster.runs import execute_run
 
-PROJECT = "klio-test"
-
-
-def _emulator_script() -> Path | None:
-    gcloud = shutil.which("gcloud")
-    if not gcloud:
-        return None
-    root = subprocess.run([gcloud, "info", "--format=value(installation.sdk_root)"], capture_output=True, text=True).stdout.strip()
-    script = Path(root) / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
-    return script if script.exists() else None
-
-
-def _emulator_command(port: int) -> list[str]:
-    script = _emulator_script()
-    if script is None:
-        pytest.skip("PUB/SUB EMULATOR NOT FOUND: install the Google Cloud CLI with its pubsub-emulator component")
-    return [str(script), "--host=127.0.0.1", f"--port={port}"]
-
 
 @pytest.fixture(scope="module")
 def emulator():
     port = free_port()
-    with local_server(_emulator_command(port), port, env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}, what="the Pub/Sub emulator"):
+    with local_server(emulator_command(port), port, env={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}, what="the Pub/Sub emulator"):
         yield
-
-
-def create_topic_and_subscription(topic: str, sub: str, ack_deadline_s: int = 10) -> None:
-    from google.cloud import pubsub_v1
-
-    pubsub_v1.PublisherClient().create_topic(name=topic)
-    pubsub_v1.SubscriberClient().create_subscription(name=sub, topic=topic, ack_deadline_seconds=ack_deadline_s)
 
 
 @pytest.fixture
@@ -168,7 +141,7 @@ def test_pubsub_restart_fails_one_tick_then_recovers(klio_env, catalogue, monkey
     defs = definitions(klio_env, sub, dead="")
     publish = lambda t: pubsub_v1.PublisherClient().publish(topic, json.dumps({"track_id": t.track_id, "uri": str(t.path)}).encode()).result()  # noqa: E731
 
-    with local_server(_emulator_command(port), port, env={}, what="the Pub/Sub emulator"):
+    with local_server(emulator_command(port), port, env={}, what="the Pub/Sub emulator"):
         create_topic_and_subscription(topic, sub)
         publish(catalogue[0])
         recorded = tick(defs)
@@ -179,7 +152,7 @@ def test_pubsub_restart_fails_one_tick_then_recovers(klio_env, catalogue, monkey
         tick(defs, recorded.cursor)  # Pub/Sub is down: the tick fails, with the reason, well inside 60 s
     assert time.monotonic() - started < 40
 
-    with local_server(_emulator_command(port), port, env={}, what="the Pub/Sub emulator"):
+    with local_server(emulator_command(port), port, env={}, what="the Pub/Sub emulator"):
         create_topic_and_subscription(topic, sub)  # the emulator keeps nothing across restarts
         publish(catalogue[1])
         recovered = tick(defs, recorded.cursor)  # the failed tick left the cursor as it was
