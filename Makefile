@@ -25,7 +25,7 @@ demo: setup  ## generate 12 tracks, ingest them through the local queue, compute
 	$(BIN)/klio-dagster demo
 
 dev: setup  ## the Dagster UI and daemon on the same instance (http://127.0.0.1:3000)
-	$(BIN)/dagster dev -w workspace.yaml
+	DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true $(BIN)/dagster dev -w workspace.yaml
 
 test: setup  ## the whole test suite (pytest's exit 5, "no tests collected", is reported and fails)
 	@$(BIN)/pytest -q; status=$$?; \

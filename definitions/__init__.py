@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from examples.reference_graph import reference_graph
 from klio_dagster import audio_source_spec, build_feature_assets, build_features_job
@@ -18,4 +18,6 @@ defs = Definitions(
     jobs=[features_job],
     sensors=deployment_sensors(feature_graph, features_job),
     resources=profile_resources(),
+    # UI runs and backfill batches too: the feature step launches its own Beam pipeline.
+    executor=in_process_executor,
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import librosa
 import numpy as np
 import pandera.pandas as pa
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from klio_dagster import FeatureGraph, FeatureOutput, build_feature_assets, build_features_job, feature
 from klio_dagster.propagation import build_top_down_sensor
@@ -83,4 +83,5 @@ defs = Definitions(
     jobs=[harmony_job],
     sensors=[build_top_down_sensor(harmony_graph, harmony_job, name="harmony_top_down", asset_name="harmony_features")],
     resources=profile_resources(),
+    executor=in_process_executor,
 )

@@ -24,7 +24,12 @@ DEFAULTS = {
 }
 #: Instance settings for a new local DAGSTER_HOME: SQLite storage in the folder, no telemetry,
 #: and a run queue where live events' runs never wait behind a backfill.
-INSTANCE_CONFIG = "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2)
+INSTANCE_CONFIG = (
+    "# Written by klio-dagster's local profile (resources/local.py); edit freely, it is kept.\n"
+    "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2)
+)
+#: What earlier versions wrote: replaced by INSTANCE_CONFIG, since nobody edited it.
+_EARLIER_INSTANCE_CONFIGS = ("telemetry:\n  enabled: false\n",)
 
 
 def apply_default_environment() -> None:
@@ -34,7 +39,7 @@ def apply_default_environment() -> None:
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or config.read_text() in _EARLIER_INSTANCE_CONFIGS:
         config.write_text(INSTANCE_CONFIG)
 
 

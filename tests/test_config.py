@@ -64,3 +64,21 @@ def test_pubsub_subscription_switches_the_reference_sensor(monkeypatch, klio_env
     assert [s.name for s in deployment_sensors(reference_graph, job)] == ["klio_pubsub_ingestion"]
     pubsub = profile_resources("local")["klio_pubsub"]
     assert pubsub.dead_letter_topic == "projects/p/topics/dead"
+
+
+def test_local_instance_gets_the_run_queue_unless_its_config_was_edited(klio_env):
+    from dagster import DagsterInstance
+
+    from resources.local import INSTANCE_CONFIG, apply_default_environment
+
+    config = klio_env / "home" / "dagster.yaml"
+    config.write_text("telemetry:\n  enabled: false\n")  # what earlier versions wrote
+    apply_default_environment()
+    assert config.read_text() == INSTANCE_CONFIG
+    with DagsterInstance.get() as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == 2 and queue.tag_concurrency_limits[0]["key"] == "dagster/backfill"
+    edited = "telemetry:\n  enabled: true\n"
+    config.write_text(edited)
+    apply_default_environment()
+    assert config.read_text() == edited
