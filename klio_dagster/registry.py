@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from .features import AUDIO
 from .storage import FeatureStore, object_name
 
-_IO_THREADS = 16
 
 
 def source_record_name(track_id: str) -> str:
@@ -27,7 +26,7 @@ def source_record_name(track_id: str) -> str:
 def record_sources(
     store: FeatureStore, sources: Mapping[str, str], on_written: Callable[[], None] | None = None
 ) -> None:
-    """Write one source record per track (in parallel: each is one small object)."""
+    """Write one source record per track (in parallel on network stores: each is one small object)."""
     now = time.time()
 
     def write(item: tuple[str, str]) -> None:
@@ -35,7 +34,13 @@ def record_sources(
         record = {"track_id": track_id, "uri": uri, "registered_at": now}
         store.write_bytes(source_record_name(track_id), json.dumps(record).encode())
 
-    with ThreadPoolExecutor(_IO_THREADS) as pool:
+    if store.io_threads <= 1:
+        for item in sources.items():
+            write(item)
+            if on_written:
+                on_written()
+        return
+    with ThreadPoolExecutor(store.io_threads) as pool:
         for _ in pool.map(write, sources.items()):
             if on_written:
                 on_written()
