@@ -48,7 +48,7 @@ class PubSubSourceResource(ConfigurableResource):
     subscription: str = Field(description="projects/P/subscriptions/S (usually EnvVar('KLIO_PUBSUB_SUBSCRIPTION')).")
     dead_letter_topic: str = Field(default="", description="projects/P/topics/T for bad messages; empty: none.")
     max_messages_per_tick: int = Field(default=20_000, ge=1)
-    max_pull_s: float = Field(default=15.0, gt=0, le=40, description="A tick stops pulling after this long.")
+    max_pull_s: float = Field(default=10.0, gt=0, le=40, description="A tick stops pulling after this long.")
     ack_deadline_s: int = Field(default=300, ge=10, le=600, description="Held until the next tick acknowledges.")
     track_id_rule: str = Field(default="", description="Regex with a 'track_id' group for GCS object names.")
     call_timeout_s: float = Field(default=15.0, gt=0, le=30, description="Retry budget of each Pub/Sub call.")
@@ -92,14 +92,17 @@ def _reported_as_unavailable(source: PubSubSourceResource) -> Iterator[None]:
 
 
 def _pull(source: PubSubSourceResource, subscriber) -> list:
-    """Messages until the subscription is drained, ``max_messages_per_tick`` or ``max_pull_s``.
+    """What was published before this tick began, up to ``max_messages_per_tick`` or ``max_pull_s``.
 
-    A pull may return fewer messages than asked even with a backlog (the
-    emulator returns at most 100), so only an empty pull means drained.
+    Pulling stops at an empty pull, or once a message published after the
+    tick began arrives (the backlog is caught up: later messages belong to
+    the next tick, which keeps a steady stream's latency to one tick), or
+    at the limits. A pull may return fewer messages than asked even with a
+    backlog (the emulator returns at most 100), so its size says nothing.
     Each batch's ack deadline is extended as soon as it arrives.
     """
     received: list = []
-    deadline = time.monotonic() + source.max_pull_s
+    began, deadline = time.time(), time.monotonic() + source.max_pull_s
     while len(received) < source.max_messages_per_tick and time.monotonic() < deadline:
         want = min(1_000, source.max_messages_per_tick - len(received))
         try:
@@ -118,6 +121,8 @@ def _pull(source: PubSubSourceResource, subscriber) -> list:
             **source.call_options(),
         )
         received.extend(batch)
+        if any(m.message.publish_time.timestamp() >= began for m in batch):
+            break
     return received
 
 
