@@ -49,9 +49,7 @@ def run_demo(
     queue = LocalQueue(os.environ["KLIO_QUEUE"])
     queue.publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in catalogue])
 
-    result = _tick(defs, instance, cursor=None)
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    result = _tick(defs, instance, cursor=None)  # registers the tracks, asks for one batched run
     for request in result.run_requests:
         execute_run(job, instance, request)
     _tick(defs, instance, cursor=result.cursor)  # acknowledges the handled messages

@@ -2,7 +2,7 @@
 
 A tick acknowledges the messages that the previous tick turned into
 requests (their ack IDs are in the cursor, which Dagster stores together
-with that tick's partition adds and run requests), then pulls a bounded
+with that tick's run requests; the tick itself added the partitions), then pulls a bounded
 batch, extends each pulled message's ack deadline past the next tick,
 parses the batch, and returns one ``SensorResult``. If the sensor process
 dies between pull and record, the deadline lapses and Pub/Sub redelivers:
@@ -160,7 +160,7 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
         if not received:
             return SensorResult(skip_reason=f"no messages ({len(recorded)} acknowledged)", cursor=json.dumps({"ack": []}))
         rule = re.compile(klio_pubsub.track_id_rule) if klio_pubsub.track_id_rule else None
-        result, dead = ingest_messages(
+        run_requests, dead = ingest_messages(
             context,
             graph,
             klio_store.get_store(),
@@ -173,8 +173,7 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
             _dead_letter(klio_pubsub, subscriber, dead, context)
         rejected = {id(m) for m, _ in dead}
         return SensorResult(
-            run_requests=result.run_requests,
-            dynamic_partitions_requests=result.dynamic_partitions_requests,
+            run_requests=run_requests,
             cursor=json.dumps({"ack": [m.ack_id for m in received if id(m) not in rejected]}),
         )
 

@@ -40,9 +40,9 @@ def build_local_queue_sensor(
     """A sensor that turns local queue messages into partitions and batched runs.
 
     Its cursor is the last message ID handled. Messages up to the cursor are
-    deleted at the start of the next tick: Dagster stores a tick's cursor
-    with its run requests and partition adds, so a message is acknowledged
-    only after what it asked for is recorded. Bad messages go to the
+    deleted at the start of the next tick: the tick adds the partitions and
+    Dagster stores its cursor with its run requests, so a message is
+    acknowledged only after what it asked for is recorded. Bad messages go to the
     queue's dead letters with their reason.
     """
 
@@ -59,7 +59,7 @@ def build_local_queue_sensor(
         messages = queue.pull(context.cursor, max_messages_per_tick)
         if not messages:
             return SensorResult(skip_reason=f"no new messages ({acked} acknowledged)", cursor=context.cursor)
-        result, dead = ingest_messages(
+        run_requests, dead = ingest_messages(
             context,
             graph,
             klio_store.get_store(),
@@ -71,8 +71,7 @@ def build_local_queue_sensor(
         for message, reason in dead:
             queue.dead_letter(message, reason)
         return SensorResult(
-            run_requests=result.run_requests,
-            dynamic_partitions_requests=result.dynamic_partitions_requests,
+            run_requests=run_requests,
             cursor=messages[-1].message_id,
         )
 

@@ -10,6 +10,7 @@ import definitions
 from klio_dagster.events import TrackEvent
 from klio_dagster.local_queue import LocalQueue
 from klio_dagster.runs import execute_run
+from klio_dagster.tracks import registered_tracks
 
 
 def tick(cursor=None):
@@ -31,8 +32,7 @@ def test_messages_become_partitions_and_one_batched_run(klio_env, catalogue):
     queue.publish(json.dumps({"track_id": "no-source-anywhere"}).encode())
 
     result = tick()
-    (request,) = result.dynamic_partitions_requests
-    assert sorted(request.partition_keys) == sorted(t.track_id for t in catalogue[:4])
+    assert sorted(registered_tracks(DagsterInstance.get())) == sorted(t.track_id for t in catalogue[:4])
     (run,) = result.run_requests  # four top-down events: one run
     config = run.run_config["ops"]["klio_features"]["config"]
     assert sorted(config["tracks"]) == sorted(t.track_id for t in catalogue[:4])
@@ -58,8 +58,6 @@ def test_duplicate_events_after_materialisation_make_no_run(klio_env, catalogue)
     event = TrackEvent(catalogue[0].track_id, uri=str(catalogue[0].path), features=("speechiness",))
     queue.publish_events([event])
     first = tick()
-    for request in first.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     job = definitions.defs.resolve_job_def("klio_features_job")
     (run,) = first.run_requests
     outcome = execute_run(job, instance, run)

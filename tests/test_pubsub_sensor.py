@@ -22,6 +22,7 @@ from klio_dagster import (
 from klio_dagster.klio_messages import KlioMessage
 from klio_dagster.pubsub import PubSubSourceResource, build_pubsub_sensor
 from klio_dagster.runs import execute_run
+from klio_dagster.tracks import registered_tracks
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +81,7 @@ def test_formats_batching_dead_letters_and_ack_after_record(klio_env, catalogue,
 
     defs = definitions(klio_env, sub, dead)
     first = tick(defs)
-    (adds,) = first.dynamic_partitions_requests
-    assert sorted(adds.partition_keys) == sorted(t.track_id for t in catalogue[:4])
+    assert sorted(registered_tracks(DagsterInstance.get())) == sorted(t.track_id for t in catalogue[:4])
     modes = sorted(r.tags["klio/mode"] for r in first.run_requests)
     assert modes == ["bottom-up", "bottom-up", "top-down"]  # 7 messages, 3 runs: one per (features, force)
 
@@ -145,7 +145,7 @@ def test_pubsub_restart_fails_one_tick_then_recovers(klio_env, catalogue, monkey
         create_topic_and_subscription(topic, sub)
         publish(catalogue[0])
         recorded = tick(defs)
-    assert recorded.dynamic_partitions_requests[0].partition_keys == [catalogue[0].track_id]
+    assert registered_tracks(DagsterInstance.get()) == [catalogue[0].track_id]
 
     started = time.monotonic()
     with pytest.raises(Exception, match="Pub/Sub call for .* failed.*not acknowledged.*next tick retries"):
@@ -156,7 +156,7 @@ def test_pubsub_restart_fails_one_tick_then_recovers(klio_env, catalogue, monkey
         create_topic_and_subscription(topic, sub)  # the emulator keeps nothing across restarts
         publish(catalogue[1])
         recovered = tick(defs, recorded.cursor)  # the failed tick left the cursor as it was
-    assert recovered.dynamic_partitions_requests[0].partition_keys == [catalogue[1].track_id]
+    assert registered_tracks(DagsterInstance.get()) == [catalogue[0].track_id, catalogue[1].track_id]
     assert len(recovered.run_requests) == 1
 
 
@@ -180,7 +180,6 @@ def test_output_topic_announces_each_recorded_feature(klio_env, catalogue, topic
     defs = definitions(klio_env, sub, dead, output_topic=out_topic)
     result = tick(defs)
     instance = DagsterInstance.get()
-    instance.add_dynamic_partitions("tracks", result.dynamic_partitions_requests[0].partition_keys)
     (request,) = result.run_requests
     outcome = execute_run(defs.resolve_job_def("klio_features_job"), instance, request)
 

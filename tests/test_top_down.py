@@ -45,7 +45,6 @@ def test_top_down_runs_children_in_another_location_batched_and_once(klio_env, c
     tracks = [t.track_id for t in catalogue[:3]]
     queue.publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in catalogue[:3]])
     ingest = tick(definitions.defs, "klio_local_ingestion")
-    instance.add_dynamic_partitions("tracks", ingest.dynamic_partitions_requests[0].partition_keys)
     (outcome,) = run_all(definitions.defs, definitions.features_job.name, ingest.run_requests)
     assert not outcome.failed
 
@@ -73,12 +72,10 @@ def test_bottom_up_materialisations_do_not_wake_other_teams(cli, klio_env, inges
 
 
 def test_children_of_a_recomputed_parent_run_again(klio_env, catalogue):
-    instance = DagsterInstance.get()
     queue = LocalQueue(klio_env / "queue")
     track = catalogue[0]
     queue.publish_events([TrackEvent(track.track_id, uri=str(track.path))])
     ingest = tick(definitions.defs, "klio_local_ingestion")
-    instance.add_dynamic_partitions("tracks", [track.track_id])
     run_all(definitions.defs, definitions.features_job.name, ingest.run_requests)
     first = tick(harmony.defs, "harmony_top_down")
     run_all(harmony.defs, harmony.harmony_job.name, first.run_requests)
