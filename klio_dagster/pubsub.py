@@ -1,8 +1,9 @@
 """The Pub/Sub ingestion sensor: messages to partitions and batched runs, acknowledged after recording.
 
 A tick acknowledges the messages that the previous tick turned into
-requests (their ack IDs are in the cursor, which Dagster stores together
-with that tick's run requests; the tick itself added the partitions), then pulls a bounded
+requests (their ack IDs are kept in the feature store under a name that the
+cursor holds, and Dagster stores the cursor together with that tick's run
+requests; the tick itself added the partitions), then pulls a bounded
 batch, extends each pulled message's ack deadline past the next tick,
 parses the batch, and returns one ``SensorResult``. If the sensor process
 dies between pull and record, the deadline lapses and Pub/Sub redelivers:
@@ -20,6 +21,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,6 +42,7 @@ from .features import FeatureGraph
 from .ingestion import ingest_messages
 from .klio_messages import parse_message
 from .resources import FeatureStoreResource
+from .storage import FeatureStore
 
 
 class PubSubSourceResource(ConfigurableResource):
@@ -141,6 +144,33 @@ def _acknowledge_recorded(source: PubSubSourceResource, subscriber, ack_ids: lis
         context.log.warning(f"{len(ack_ids)} recorded messages could not be acknowledged ({exc}); redeliveries will be skipped")
 
 
+_PENDING_FOLDER = "_pubsub/pending-acks"
+
+
+def _keep_pending(store: FeatureStore, ack_ids: list[str]) -> str:
+    """Store a tick's ack IDs beside the features; the cursor names them.
+
+    A tick of 20,000 messages has megabytes of ack IDs: kept in the cursor,
+    they would be written into Dagster's tick history on every tick.
+    """
+    name = f"{_PENDING_FOLDER}/{uuid.uuid4().hex}"
+    store.write_bytes(f"{name}/ack_ids.json", json.dumps(ack_ids).encode())
+    return name
+
+
+def _pending_ack_ids(store: FeatureStore, cursor: str | None) -> tuple[list[str], str | None]:
+    """The ack IDs the previous tick recorded, and where they are kept."""
+    if not cursor:
+        return [], None
+    name = json.loads(cursor).get("pending")
+    if not name:
+        return [], None
+    try:
+        return json.loads(store.read_bytes(f"{name}/ack_ids.json")), name
+    except FileNotFoundError:  # acknowledged by a tick whose cursor was not stored: redelivered, skipped
+        return [], name
+
+
 def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = "klio_pubsub_ingestion") -> SensorDefinition:
     """A sensor reading JSON, KlioMessage and GCS notifications from one Pub/Sub subscription."""
 
@@ -152,18 +182,20 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
         description="Registers tracks from Pub/Sub and launches batched feature runs.",
     )
     def _sensor(context: SensorEvaluationContext, klio_pubsub: PubSubSourceResource, klio_store: FeatureStoreResource):
-        subscriber = klio_pubsub.subscriber()
-        recorded = json.loads(context.cursor)["ack"] if context.cursor else []
+        subscriber, store = klio_pubsub.subscriber(), klio_store.get_store()
+        recorded, pending = _pending_ack_ids(store, context.cursor)
         with _reported_as_unavailable(klio_pubsub):
             _acknowledge_recorded(klio_pubsub, subscriber, recorded, context)
+            if pending:
+                store.delete_folder(pending)
             received = _pull(klio_pubsub, subscriber)
         if not received:
-            return SensorResult(skip_reason=f"no messages ({len(recorded)} acknowledged)", cursor=json.dumps({"ack": []}))
+            return SensorResult(skip_reason=f"no messages ({len(recorded)} acknowledged)", cursor=json.dumps({"pending": None}))
         rule = re.compile(klio_pubsub.track_id_rule) if klio_pubsub.track_id_rule else None
         run_requests, dead = ingest_messages(
             context,
             graph,
-            klio_store.get_store(),
+            store,
             received,
             lambda m: parse_message(m.message.data, dict(m.message.attributes), graph, track_id_rule=rule),
             run_key_prefix=hashlib.sha1("".join(sorted(m.message.message_id for m in received)).encode()).hexdigest()[:16],
@@ -172,10 +204,8 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
         with _reported_as_unavailable(klio_pubsub):
             _dead_letter(klio_pubsub, subscriber, dead, context)
         rejected = {id(m) for m, _ in dead}
-        return SensorResult(
-            run_requests=run_requests,
-            cursor=json.dumps({"ack": [m.ack_id for m in received if id(m) not in rejected]}),
-        )
+        pending = _keep_pending(store, [m.ack_id for m in received if id(m) not in rejected])
+        return SensorResult(run_requests=run_requests, cursor=json.dumps({"pending": pending}))
 
     return _sensor
 
