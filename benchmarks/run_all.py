@@ -1,4 +1,4 @@
-"""Run every benchmark with the arguments recorded in docs/benchmarks.md (about 30 minutes)."""
+"""Run every benchmark with the arguments recorded in docs/benchmarks.md (about 35 minutes)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ RUNS = [
     ["throughput.py", "--tracks", "100", "--duration", "180"],
     ["planning.py", "--tracks", "100000", "--materialized", "1000"],
     ["memory.py", "--sizes", "100", "1000", "--duration", "5"],
+    ["ingestion.py", "--backlog", "50000", "--rate", "50", "--steady-seconds", "60"],
 ]
 
 

@@ -35,7 +35,7 @@ def build_local_queue_sensor(
     *,
     name: str = "klio_local_ingestion",
     max_messages_per_tick: int = 5_000,
-    minimum_interval_seconds: int = 5,
+    minimum_interval_seconds: int = 4,
 ) -> SensorDefinition:
     """A sensor that turns local queue messages into partitions and batched runs.
 
