@@ -18,7 +18,7 @@ from .features import AUDIO, FeatureGraph
 from .lineage import Pair, plan_from_log
 from .registry import record_sources, tracks_with_sources
 from .priority import LIVE_PRIORITY_TAGS
-from .runs import BOTTOM_UP, MODE_TAG, TOP_DOWN, record_ping, run_request_for
+from .runs import BOTTOM_UP, MODE_TAG, TOP_DOWN, pairs_in_flight, record_ping, run_request_for
 from .sources import normalize_source_uri
 from .storage import FeatureStore
 from .tracks import register_tracks
@@ -49,8 +49,9 @@ def plan_events(
 
     Events for tracks with neither a ``uri`` nor a registered source (before
     or in the same batch) are rejected with a reason, for the dead-letter
-    destination. Pairs that are already current produce no run, so
-    duplicate and redelivered events compute nothing twice.
+    destination. Pairs that are already current, or that a queued or running
+    live run will make current, produce no run (unless forced), so duplicate
+    and redelivered events make no second run and compute nothing twice.
     """
     batch = IngestionBatch()
     known_sources = tracks_with_sources(store)
@@ -78,6 +79,7 @@ def plan_events(
     # 20,000-message tick). Adding is idempotent, so a tick that fails after it loses nothing.
     batch.new_tracks = register_tracks(instance, list(dict.fromkeys(e.track_id for e in accepted)))
 
+    in_flight = pairs_in_flight(instance)
     groups: dict[tuple[tuple[str, ...], bool, bool], list[str]] = defaultdict(list)
     for event in accepted:
         groups[(event.features, event.force, event.ping)].append(event.track_id)
@@ -88,7 +90,10 @@ def plan_events(
         work = plan_from_log(instance, graph, requested, tracks, force=forced)
         if ping:
             batch.pinged.extend(record_ping(instance, work))
-        elif work.to_compute:
+            continue
+        if not force:
+            work = work.without(in_flight)
+        if work.to_compute:
             batch.run_requests.append(
                 run_request_for(
                     graph,

@@ -70,6 +70,13 @@ class Plan:
     def features(self) -> list[str]:
         return list(dict.fromkeys(f for f, _ in self.to_compute))
 
+    def without(self, pairs: set[Pair]) -> Plan:
+        """This plan with ``pairs`` (say, those another run is already making) moved to skipped."""
+        return Plan(
+            [p for p in self.to_compute if p not in pairs],
+            self.skipped + [p for p in self.to_compute if p in pairs],
+        )
+
 
 def state_of(graph: FeatureGraph, lineage: dict[str, FeatureLineage], feature: str, track: str) -> str:
     """``"missing"``, ``"stale"`` or ``"materialized"`` for one pair, from lineage.

@@ -15,13 +15,16 @@ from dagster import (
     AssetObservation,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     JobDefinition,
     RunRequest,
+    RunsFilter,
 )
 
 from .assets import FAILED, FEATURES_ASSET_NAME, PING_TAG, STATUS_TAG
 from .features import FeatureGraph
 from .lineage import Pair, Plan
+from .priority import LIVE_PRIORITY_TAGS
 
 Failure = dict[str, str]
 #: Run tag saying which of Klio's modes a run serves.
@@ -57,6 +60,23 @@ def run_request_for(
         run_config=features_run_config(tracks, force_features, asset_name),
         tags={**tags, "klio/tracks": str(len(tracks))},
     )
+
+
+_IN_FLIGHT = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+
+
+def pairs_in_flight(instance: DagsterInstance) -> set[Pair]:
+    """(feature, track) pairs that live runs, queued or running, were asked to make current.
+
+    A run's selection times its tracks: a superset of what it computes (it
+    skips what is current when it starts), which is what deduplication needs.
+    """
+    pairs: set[Pair] = set()
+    for run in instance.get_runs(RunsFilter(statuses=_IN_FLIGHT, tags=LIVE_PRIORITY_TAGS)):
+        for op in (run.run_config or {}).get("ops", {}).values():
+            tracks = op.get("config", {}).get("tracks", [])
+            pairs.update((key.path[-1], t) for key in run.asset_selection or () for t in tracks)
+    return pairs
 
 
 @dataclass

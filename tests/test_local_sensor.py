@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dagster import DagsterInstance, build_sensor_context
+from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
 
 import definitions
 from klio_dagster.events import TrackEvent
@@ -80,3 +80,29 @@ def test_cli_publish_to_the_local_queue_feeds_the_sensor(cli, klio_env, catalogu
         code, err = cli(*args)
         assert code == 2, args
     assert len(LocalQueue(klio_env / "queue")) == 1
+
+
+def test_events_for_work_already_queued_make_no_second_run(klio_env, catalogue):
+    """A redelivered event (say its acknowledgement failed) whose run is queued, not yet run."""
+    queue = LocalQueue(klio_env / "queue")
+    instance = DagsterInstance.get()
+    a, b = catalogue[0], catalogue[1]
+    queue.publish_events([TrackEvent(a.track_id, uri=str(a.path))])
+    (queued,) = tick().run_requests
+    job = definitions.defs.resolve_job_def("klio_features_job")
+    selection = frozenset(queued.asset_selection)
+    instance.create_run_for_job(  # what the daemon records for the request, before it queues it
+        job_def=job.get_subset(asset_selection=selection),
+        run_config=queued.run_config,
+        tags=queued.tags,
+        asset_selection=selection,
+        status=DagsterRunStatus.NOT_STARTED,
+    )
+
+    queue.publish_events([TrackEvent(a.track_id), TrackEvent(b.track_id, uri=str(b.path))])
+    (request,) = tick().run_requests  # no cursor: A's first message comes back too
+    assert request.run_config["ops"]["klio_features"]["config"]["tracks"] == [b.track_id]
+
+    queue.publish_events([TrackEvent(a.track_id, force=True)])  # force still recomputes
+    forced = [r for r in tick().run_requests if r.run_config["ops"]["klio_features"]["config"]["force_features"]]
+    assert forced and a.track_id in forced[0].run_config["ops"]["klio_features"]["config"]["tracks"]
