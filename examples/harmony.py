@@ -14,8 +14,14 @@ import numpy as np
 import pandera.pandas as pa
 from dagster import Definitions, in_process_executor
 
-from klio_dagster import FeatureGraph, FeatureOutput, build_feature_assets, build_features_job, feature
-from klio_dagster.propagation import build_top_down_sensor
+from klio_dagster import (
+    FeatureGraph,
+    FeatureOutput,
+    build_feature_assets,
+    build_features_job,
+    build_top_down_sensor,
+    feature,
+)
 from resources import profile_resources
 
 from .reference_graph import SAMPLE_RATE, downsample

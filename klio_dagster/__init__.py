@@ -32,8 +32,14 @@ _EXPORTS = {
     "feature": "features",
     "FeatureDone": "outputs",
     "OutputEventsResource": "outputs",
+    "run_queue_config": "priority",
+    "build_top_down_sensor": "propagation",
+    "PubSubSourceResource": "pubsub",
+    "build_pubsub_sensor": "pubsub",
     "FeatureExecutorResource": "resources",
     "FeatureStoreResource": "resources",
+    "LocalQueueResource": "sensors",
+    "build_local_queue_sensor": "sensors",
     "FeatureStore": "storage",
     "GCSFeatureStore": "storage",
     "LocalFeatureStore": "storage",
@@ -50,7 +56,11 @@ if TYPE_CHECKING:
     from .execution import InProcessExecutor, PairResult, TrackTask, compute_track
     from .features import AUDIO, Audio, Feature, FeatureGraph, FeatureOutput, feature
     from .outputs import FeatureDone, OutputEventsResource
+    from .priority import run_queue_config
+    from .propagation import build_top_down_sensor
+    from .pubsub import PubSubSourceResource, build_pubsub_sensor
     from .resources import FeatureExecutorResource, FeatureStoreResource
+    from .sensors import LocalQueueResource, build_local_queue_sensor
     from .storage import FeatureStore, GCSFeatureStore, LocalFeatureStore, open_store
     from .tracks import TRACK_ID_PATTERN, tracks_partitions, validate_track_id
 
