@@ -4,15 +4,16 @@ Dagster's ``QueuedRunCoordinator`` dequeues runs by the ``dagster/priority``
 tag (higher first), then by age, and caps concurrent runs per tag. Runs
 launched by sensors for live events carry a high priority; runs launched by
 a backfill carry Dagster's ``dagster/backfill`` tag, which the instance
-limits (see :data:`RUN_QUEUE_CONFIG`) so that a slot stays free for live
+limits (see :func:`run_queue_config`) so that a slot stays free for live
 runs. A live run therefore waits for at most one backfill batch, and with
 the default configuration for none.
 """
 
 from __future__ import annotations
 
-from dagster._core.storage.tags import BACKFILL_ID_TAG, PRIORITY_TAG
-
+#: Dagster's documented run tags: queue priority, and the backfill a run belongs to.
+PRIORITY_TAG = "dagster/priority"
+BACKFILL_ID_TAG = "dagster/backfill"
 #: Priority of runs asked for by live events (Dagster's default is 0).
 LIVE_PRIORITY = 100
 LANE_TAG = "klio/lane"
