@@ -144,8 +144,8 @@ def _acknowledge_recorded(source: PubSubSourceResource, subscriber, ack_ids: lis
     """Acknowledge what the previous tick recorded.
 
     If Pub/Sub rejects the IDs (they expired, or the service restarted), the
-    messages come back and are planned again: their work exists or has the
-    same run key, so nothing happens twice.
+    messages come back and are planned again: their work exists, or is in a
+    queued or running run, so nothing happens twice.
     """
     if not ack_ids:
         return
