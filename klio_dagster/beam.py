@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from threadpoolctl import threadpool_limits
 
 from .execution import PairResult, TrackTask, compute_track
 from .features import FeatureGraph
@@ -31,8 +32,14 @@ _RUNS_FOLDER = "_runs"
 
 
 class _ComputeTrack(beam.DoFn):
-    def __init__(self, graph: FeatureGraph, store: FeatureStore, results_folder: str):
+    def __init__(self, graph: FeatureGraph, store: FeatureStore, results_folder: str, native_threads: int):
         self.graph, self.store, self.results_folder = graph, store, results_folder
+        self.native_threads = native_threads
+
+    def setup(self) -> None:
+        if self.native_threads:
+            # Applies to the whole worker process until it exits.
+            threadpool_limits(limits=self.native_threads)
 
     def process(self, task: TrackTask):
         results = compute_track(task, self.graph, self.store)
@@ -66,12 +73,20 @@ class BeamExecutor:
         Extra Beam pipeline options (``--project=...``, ``--region=...``, ...).
     poll_interval_s : float
         How often the results folder is listed while the pipeline runs.
+    native_threads : int
+        Threads of the native pools (BLAS, OpenMP) in each worker process; 0
+        keeps the libraries' default of one per core. The default, 1, suits
+        one worker process per core (unlimited, every worker's BLAS calls
+        start a thread per core and the workers slow each other down: a
+        quarter of the reference graph's time, see docs/benchmarks.md), and
+        gives the same bits as :class:`~klio_dagster.execution.InProcessExecutor`.
     """
 
     runner: str = LOCAL_RUNNER
     num_workers: int = 0
     pipeline_args: list[str] = field(default_factory=list)
     poll_interval_s: float = 0.5
+    native_threads: int = 1
 
     def _pipeline(self) -> beam.Pipeline:
         if self.runner == LOCAL_RUNNER:
@@ -98,7 +113,7 @@ class BeamExecutor:
             pipeline
             | "Tracks" >> beam.Create(_spread(tasks))
             | "Spread" >> beam.Reshuffle()
-            | "Compute" >> beam.ParDo(_ComputeTrack(graph, store, folder))
+            | "Compute" >> beam.ParDo(_ComputeTrack(graph, store, folder, self.native_threads))
         )
         errors: list[BaseException] = []
 

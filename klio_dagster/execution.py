@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from threadpoolctl import threadpool_limits
+
 from .audio import decode
 from .errors import AudioDecodeError, MissingInputError
 from .features import Audio, Feature, FeatureGraph, FeatureOutput
@@ -152,9 +154,20 @@ class TrackExecutor(Protocol):
     def run(self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore) -> Iterator[list[PairResult]]: ...
 
 
+@dataclass(frozen=True)
 class InProcessExecutor:
-    """Computes tracks one after another in the calling process: lowest latency for small batches."""
+    """Computes tracks one after another in the calling process: lowest latency for small batches.
+
+    ``native_threads`` caps the BLAS/OpenMP pools while a track computes (0:
+    no cap). Its default, 1, matches the Beam workers, so a track's outputs
+    are bit-identical whichever executor computed them (a summation split
+    over threads rounds differently).
+    """
+
+    native_threads: int = 1
 
     def run(self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore) -> Iterator[list[PairResult]]:
         for task in tasks:
-            yield compute_track(task, graph, store)
+            with threadpool_limits(limits=self.native_threads or None):
+                results = compute_track(task, graph, store)
+            yield results

@@ -38,10 +38,18 @@ class FeatureExecutorResource(ConfigurableResource):
     runner: str = Field(default="FnApiRunner", description="Beam runner: FnApiRunner (local) or DataflowRunner.")
     num_workers: int = Field(default=0, ge=0, description="Local Beam workers; 0 = one per core.")
     pipeline_args: list[str] = Field(default_factory=list, description="Extra Beam pipeline options.")
+    native_threads: int = Field(
+        default=1, ge=0, description="BLAS/OpenMP threads per track computation (each Beam worker, or in-process); 0 = no cap."
+    )
 
     def executor_for(self, n_tracks: int) -> TrackExecutor:
         if self.mode == "in_process" or (self.mode == "auto" and n_tracks < self.beam_min_tracks):
-            return InProcessExecutor()
+            return InProcessExecutor(native_threads=self.native_threads)
         from .beam import BeamExecutor  # Apache Beam is imported only by runs that use it
 
-        return BeamExecutor(runner=self.runner, num_workers=self.num_workers, pipeline_args=list(self.pipeline_args))
+        return BeamExecutor(
+            runner=self.runner,
+            num_workers=self.num_workers,
+            pipeline_args=list(self.pipeline_args),
+            native_threads=self.native_threads,
+        )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from dagster import DagsterInstance, Definitions, RunsFilter
@@ -10,16 +13,17 @@ from examples.reference_graph import reference_graph as graph
 from klio_dagster import (
     FeatureExecutorResource,
     FeatureStoreResource,
+    InProcessExecutor,
     LocalFeatureStore,
     OutputEventsResource,
     TrackTask,
     audio_source_spec,
     build_feature_assets,
     build_features_job,
-    compute_track,
 )
 from klio_dagster.beam import BeamExecutor
 from klio_dagster.lineage import load_lineage, plan
+from klio_dagster.registry import record_sources
 from klio_dagster.runs import execute_run, run_request_for
 
 pytestmark = pytest.mark.beam
@@ -56,7 +60,7 @@ def test_one_run_one_pipeline_same_results_as_in_process(cli, ingested, klio_env
     reference = LocalFeatureStore(tmp_path / "in-process")
     for track in ingested[:2]:
         reference.write_bytes(f"audio/{track}.json", (klio_env / "store" / "audio" / f"{track}.json").read_bytes())
-        compute_track(TrackTask(track, tuple(graph.names)), graph, reference)
+        list(InProcessExecutor().run([TrackTask(track, tuple(graph.names))], graph, reference))
         np.testing.assert_array_equal(
             np.load(klio_env / "store" / "downsample" / f"{track}.npy"),
             np.load(tmp_path / "in-process" / "downsample" / f"{track}.npy"),
@@ -70,7 +74,6 @@ def test_one_run_one_pipeline_same_results_as_in_process(cli, ingested, klio_env
 
 def test_beam_executor_streams_results_and_isolates_failures(catalogue, tmp_path):
     store = LocalFeatureStore(tmp_path / "store")
-    from klio_dagster.registry import record_sources
 
     (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
     record_sources(store, {"good": str(catalogue[0].path), "broken": str(tmp_path / "broken.wav")})
@@ -83,3 +86,25 @@ def test_beam_executor_streams_results_and_isolates_failures(catalogue, tmp_path
     assert by_pair[("energy", "good")].error is not None  # beat_tracking is not stored: a clear error
     assert "beat_tracking" in by_pair[("energy", "good")].error
     assert "cannot decode" in by_pair[("downsample", "broken")].error
+
+
+@pytest.mark.skipif(os.cpu_count() < 2, reason="one core: BLAS runs one thread whatever the limit")
+def test_each_worker_runs_one_native_thread_by_default(catalogue, tmp_path, monkeypatch):
+    """One worker per core, so each worker's BLAS must not start a thread per core too."""
+    tests_dir = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])))
+    from probe_features import probe_graph
+    from threadpoolctl import threadpool_info
+
+    store = LocalFeatureStore(tmp_path / "store")
+    record_sources(store, {"t": str(catalogue[0].path)})
+
+    def worker_threads(executor: BeamExecutor) -> int:
+        (results,) = executor.run([TrackTask("t", ("blas_threads",))], probe_graph, store)
+        assert results[0].ok, results[0].error
+        return results[0].metadata["blas_threads"]
+
+    library_default = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    assert library_default > 1
+    assert worker_threads(BeamExecutor(num_workers=1)) == 1
+    assert worker_threads(BeamExecutor(num_workers=1, native_threads=0)) == library_default
