@@ -158,28 +158,31 @@ def _acknowledge_recorded(source: PubSubSourceResource, subscriber, ack_ids: lis
 _PENDING_FOLDER = "_pubsub/pending-acks"
 
 
-def _keep_pending(store: FeatureStore, ack_ids: list[str]) -> str:
+def _pending_folder(subscription: str) -> str:
+    """Where the ack IDs of ``subscription``'s ticks are kept, apart from other subscriptions'."""
+    return f"{_PENDING_FOLDER}/{hashlib.sha1(subscription.encode()).hexdigest()[:16]}"
+
+
+def _keep_pending(store: FeatureStore, folder: str, ack_ids: list[str]) -> str:
     """Store a tick's ack IDs beside the features; the cursor names them.
 
     A tick of 20,000 messages has megabytes of ack IDs: kept in the cursor,
     they would be written into Dagster's tick history on every tick.
     """
-    name = f"{_PENDING_FOLDER}/{uuid.uuid4().hex}"
+    name = f"{folder}/{uuid.uuid4().hex}"
     store.write_bytes(f"{name}/ack_ids.json", json.dumps(ack_ids).encode())
     return name
 
 
-def _pending_ack_ids(store: FeatureStore, cursor: str | None) -> tuple[list[str], str | None]:
-    """The ack IDs the previous tick recorded, and where they are kept."""
-    if not cursor:
-        return [], None
-    name = json.loads(cursor).get("pending")
+def _pending_ack_ids(store: FeatureStore, cursor: str | None) -> list[str]:
+    """The ack IDs the previous tick recorded."""
+    name = json.loads(cursor).get("pending") if cursor else None
     if not name:
-        return [], None
+        return []
     try:
-        return json.loads(store.read_bytes(f"{name}/ack_ids.json")), name
+        return json.loads(store.read_bytes(f"{name}/ack_ids.json"))
     except FileNotFoundError:  # acknowledged by a tick whose cursor was not stored: redelivered, skipped
-        return [], name
+        return []
 
 
 def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = "klio_pubsub_ingestion") -> SensorDefinition:
@@ -195,11 +198,13 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
     )
     def _sensor(context: SensorEvaluationContext, klio_pubsub: PubSubSourceResource, klio_store: FeatureStoreResource):
         subscriber, store = klio_pubsub.subscriber(), klio_store.get_store()
-        recorded, pending = _pending_ack_ids(store, context.cursor)
+        pending_folder = _pending_folder(klio_pubsub.subscription)
+        recorded = _pending_ack_ids(store, context.cursor)
         with _reported_as_unavailable(klio_pubsub):
             _acknowledge_recorded(klio_pubsub, subscriber, recorded, context)
-            if pending:
-                store.delete_folder(pending)
+            # What the cursor named is acknowledged now; anything else was left by a tick whose
+            # cursor Dagster never stored (its messages are redelivered): all of it can go.
+            store.delete_folder(pending_folder)
             received = _pull(klio_pubsub, subscriber)
         if not received:
             return SensorResult(skip_reason=f"no messages ({len(recorded)} acknowledged)", cursor=json.dumps({"pending": None}))
@@ -216,7 +221,7 @@ def build_pubsub_sensor(graph: FeatureGraph, job: JobDefinition, *, name: str = 
         with _reported_as_unavailable(klio_pubsub):
             _dead_letter(klio_pubsub, subscriber, dead, context)
         rejected = {id(m) for m, _ in dead}
-        pending = _keep_pending(store, [m.ack_id for m in received if id(m) not in rejected])
+        pending = _keep_pending(store, pending_folder, [m.ack_id for m in received if id(m) not in rejected])
         return SensorResult(run_requests=run_requests, cursor=json.dumps({"pending": pending}))
 
     return _sensor

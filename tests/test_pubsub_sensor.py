@@ -108,6 +108,11 @@ def test_unrecorded_messages_are_redelivered_and_planned_once(klio_env, catalogu
     assert len(again.run_requests) == 1
     assert again.run_requests[0].run_key == lost.run_requests[0].run_key  # Dagster launches it once
 
+    # The lost tick's ack IDs are not left behind; the stored tick's are kept for the next tick.
+    store = klio_env / "store"
+    assert not (store / json.loads(lost.cursor)["pending"]).exists()
+    assert (store / json.loads(again.cursor)["pending"] / "ack_ids.json").exists()
+
 
 def empty(subscriber, sub) -> bool:
     """True if a pull gets nothing within 2 s (an empty pull waits for its whole timeout)."""
