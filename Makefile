@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(KLIO_DATA)/dagster_home
 export KLIO_STORE ?= $(KLIO_DATA)/store
 export KLIO_QUEUE ?= $(KLIO_DATA)/queue
 
-.PHONY: setup demo dev test bench lock proto clean
+.PHONY: setup demo dev test test-unit test-sensor test-integration test-e2e bench lock proto clean
 
 setup: $(STAMP)
 
@@ -25,12 +25,16 @@ demo: setup  ## generate 12 tracks, ingest them through the local queue, compute
 	$(BIN)/klio-dagster demo
 
 dev: setup  ## the Dagster UI and daemon on the same instance (http://127.0.0.1:3000)
+	$(BIN)/klio-dagster init > /dev/null
 	DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true $(BIN)/dagster dev -w workspace.yaml
 
-test: setup  ## the whole test suite (pytest's exit 5, "no tests collected", is reported and fails)
-	@$(BIN)/pytest -q; status=$$?; \
+test: setup  ## the whole test suite, every layer (pytest's exit 5, "no tests collected", is reported and fails)
+	@$(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$status
+
+test-unit test-sensor test-integration test-e2e: setup  ## one layer of the test pyramid
+	@$(MAKE) --no-print-directory test PYTEST_ARGS="-m $(@:test-%=%)"
 
 bench: setup  ## benchmarks B1-B3 and memory (minutes); figures go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/run_all.py
@@ -41,10 +45,10 @@ lock:  ## re-resolve and pin every dependency
 	( echo "# Full lock of the tested environment (Python 3.11). Used as pip constraints by make setup."; \
 	  /tmp/klio-lock/bin/pip freeze --exclude-editable ) > requirements.lock
 
-proto:  ## regenerate klio_dagster/proto/klio_pb2.py (protoc 6.31 gencode, compatible with the pinned protobuf 6.33 runtime)
+proto:  ## regenerate klio_dagster/events/proto/klio_pb2.py (protoc 6.31 gencode, compatible with the pinned protobuf 6.33 runtime)
 	rm -rf /tmp/klio-protoc && $(PYTHON) -m venv /tmp/klio-protoc
 	/tmp/klio-protoc/bin/pip install --quiet grpcio-tools==1.76.0
-	cd klio_dagster/proto && /tmp/klio-protoc/bin/python -m grpc_tools.protoc -I. \
+	cd klio_dagster/events/proto && /tmp/klio-protoc/bin/python -m grpc_tools.protoc -I. \
 	  -I$$(/tmp/klio-protoc/bin/python -c "import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'))") \
 	  --python_out=. klio.proto
 

@@ -69,7 +69,7 @@ from pathlib import Path
 from common import REPO, fresh_environment
 
 PROJECT = "klio-bench"
-SENSOR = "klio_pubsub_ingestion"
+SENSOR = "klio_features_pubsub_ingestion"
 PULL_SIZE = 1_000  # what klio_dagster.pubsub._pull asks for per request
 ACK_DEADLINE_S = 60  # the subscription's: covers pull -> modify_ack_deadline (300 s) in the sensor
 MB = 1024 * 1024
@@ -77,7 +77,7 @@ MB = 1024 * 1024
 
 def tick_size() -> int:
     """PubSubSourceResource.max_messages_per_tick's default (resources.local leaves it)."""
-    from klio_dagster.pubsub import PubSubSourceResource
+    from klio_dagster.events.pubsub import PubSubSourceResource
 
     return PubSubSourceResource.model_fields["max_messages_per_tick"].default
 

@@ -56,7 +56,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure_one(args.one, args.audio)))
         return
-    from examples.catalogue import write_catalogue
+    from klio_dagster.demo.catalogue import write_catalogue
 
     rows = []
     for n in args.sizes:

@@ -21,9 +21,10 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import open_store
-from klio_dagster.lineage import load_lineage, plan
-from klio_dagster.tracks import ingest, registered_tracks
-from klio_dagster.versions import make_data_version
+from klio_dagster.core.versions import make_data_version
+from klio_dagster.orchestration.partitions import ingest, registered_tracks
+from klio_dagster.planning.lineage import load_lineage
+from klio_dagster.planning.planner import plan
 
 NAIVE_SAMPLE = 500
 

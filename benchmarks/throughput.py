@@ -26,11 +26,9 @@ import time
 from pathlib import Path
 
 import librosa  # noqa: F401 - imported before forking, as a hand-written script would
-import numpy as np
+from common import fresh_environment, klio, timed
 from threadpoolctl import threadpool_limits
 
-from common import fresh_environment, klio, timed
-from examples.catalogue import write_catalogue
 from examples.reference_graph import (
     SAMPLE_RATE,
     beat_tracking,
@@ -41,9 +39,10 @@ from examples.reference_graph import (
     speechiness,
 )
 from klio_dagster import Audio
-from klio_dagster.audio import decode
 from klio_dagster.cli import main as cli_main
-from klio_dagster.formats import render_png
+from klio_dagster.core.audio import decode
+from klio_dagster.core.formats import get_format, render_png
+from klio_dagster.demo.catalogue import write_catalogue
 
 OUT: Path
 
@@ -53,7 +52,7 @@ def baseline_track(path: str) -> None:
     track = Path(path).stem
     y, sr = decode(Path(path).read_bytes(), sr=SAMPLE_RATE)
     ds = downsample.fn(Audio(y, sr)).value
-    np.save(OUT / f"{track}.downsample.npy", ds)
+    (OUT / f"{track}.downsample.wav").write_bytes(get_format("audio").encode(ds))
     beats = beat_tracking.fn(ds).value
     beats.to_parquet(OUT / f"{track}.beats.parquet")
     energy.fn(ds, beats).value.to_parquet(OUT / f"{track}.energy.parquet")

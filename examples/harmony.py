@@ -9,22 +9,13 @@ reference location. ``workspace.yaml`` loads it as ``harmony_team``.
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import pandera.pandas as pa
-from dagster import Definitions, in_process_executor
 
-from klio_dagster import (
-    FeatureGraph,
-    FeatureOutput,
-    build_feature_assets,
-    build_features_job,
-    build_top_down_sensor,
-    feature,
-)
+from klio_dagster import Audio, FeatureGraph, FeatureOutput, build_feature_definitions, build_top_down_sensor, feature
 from resources import profile_resources
 
-from .reference_graph import SAMPLE_RATE, downsample
+from .reference_graph import downsample
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 #: Krumhansl-Kessler key profiles (probe-tone ratings), tonic first.
@@ -61,6 +52,8 @@ def estimate_key(y: np.ndarray, sr: int, *, hop_length: int = 2048) -> tuple[str
         Pearson correlation, in [-1, 1], between the track's mean chroma and
         the winning key profile: a confidence, low for atonal or noisy audio.
     """
+    import librosa
+
     if not np.any(y):
         return KEYS[0], 0.0  # silence has no key: the lowest confidence
     chroma = librosa.feature.chroma_stft(y=y, sr=sr, hop_length=hop_length).mean(axis=1)
@@ -74,20 +67,18 @@ def estimate_key(y: np.ndarray, sr: int, *, hop_length: int = 2048) -> tuple[str
 
 
 @feature(code_version="1", output="json", schema=key_schema)
-def key(downsample: np.ndarray) -> FeatureOutput:
+def key(downsample: Audio) -> FeatureOutput:
     """Musical key (Krumhansl-Schmuckler on mean chroma) and its correlation, a confidence in [-1, 1]."""
-    name, correlation = estimate_key(downsample, SAMPLE_RATE)
+    name, correlation = estimate_key(downsample.samples, downsample.sample_rate)
     return FeatureOutput({"key": name, "correlation": correlation}, {"key": name, "correlation": round(correlation, 4)})
 
 
 harmony_graph = FeatureGraph([key], external=[downsample])
-harmony_features = build_feature_assets(harmony_graph, name="harmony_features", group_name="harmony")
-harmony_job = build_features_job([harmony_features], name="harmony_features_job")
-
-defs = Definitions(
-    assets=[harmony_features],
-    jobs=[harmony_job],
-    sensors=[build_top_down_sensor(harmony_graph, harmony_job, name="harmony_top_down", asset_name="harmony_features")],
+defs = build_feature_definitions(
+    harmony_graph,
+    name="harmony_features",
+    group_name="harmony",
+    sensors=[build_top_down_sensor],
     resources=profile_resources(),
-    executor=in_process_executor,
+    audio_source=False,  # the reference location owns `audio`
 )

@@ -15,11 +15,12 @@ import pandas as pd
 import pandera.pandas as pa
 
 from klio_dagster import Audio, FeatureGraph, FeatureOutput, feature
-from klio_dagster.audio import mel_spectrogram_db, rms_per_interval
-from klio_dagster.formats import render_png
+from klio_dagster.core.audio import mel_spectrogram_db, rms_per_interval
+from klio_dagster.core.formats import render_png
 
 from . import descriptors
 
+#: The rate ``downsample`` decodes at; its readers take the rate from the ``Audio`` they receive.
 SAMPLE_RATE = 22_050
 #: Width in pixels of the spectrogram thumbnail shown in the Dagster UI.
 PREVIEW_WIDTH = 240
@@ -62,20 +63,21 @@ spectrogram_schema = pa.DataFrameSchema(
 )
 
 
-@feature(code_version="1", output="npy", sample_rate=SAMPLE_RATE, schema=downsample_schema)
+@feature(code_version="2", output="audio", sample_rate=SAMPLE_RATE, schema=downsample_schema)
 def downsample(audio: Audio) -> FeatureOutput:
-    """Mono audio resampled to 22,050 Hz with soxr (high quality), float32 in [-1, 1]."""
-    return FeatureOutput(audio.samples, {"samples": int(audio.samples.shape[-1])})
+    """Mono audio resampled to 22,050 Hz with soxr (high quality), float32 in [-1, 1], stored as a float WAV."""
+    return FeatureOutput(audio, {"samples": int(audio.samples.shape[-1])})
 
 
 @feature(code_version="1", output="parquet", schema=beats_schema)
-def beat_tracking(downsample: np.ndarray) -> FeatureOutput:
+def beat_tracking(downsample: Audio) -> FeatureOutput:
     """Beat times (s) and the global tempo (BPM) from librosa's dynamic-programming beat tracker."""
     import librosa
 
-    tempo, frames = librosa.beat.beat_track(y=downsample, sr=SAMPLE_RATE, hop_length=descriptors.HOP_LENGTH)
+    y, sr = downsample.samples, downsample.sample_rate
+    tempo, frames = librosa.beat.beat_track(y=y, sr=sr, hop_length=descriptors.HOP_LENGTH)
     tempo_bpm = float(np.atleast_1d(tempo)[0])
-    times = librosa.frames_to_time(frames, sr=SAMPLE_RATE, hop_length=descriptors.HOP_LENGTH)
+    times = librosa.frames_to_time(frames, sr=sr, hop_length=descriptors.HOP_LENGTH)
     table = pd.DataFrame(
         {"beat": np.arange(len(times), dtype=int), "time_s": times.astype(float), "tempo_bpm": tempo_bpm}
     )
@@ -83,25 +85,25 @@ def beat_tracking(downsample: np.ndarray) -> FeatureOutput:
 
 
 @feature(code_version="1", output="parquet", schema=energy_schema)
-def energy(downsample: np.ndarray, beat_tracking: pd.DataFrame) -> FeatureOutput:
+def energy(downsample: Audio, beat_tracking: pd.DataFrame) -> FeatureOutput:
     """RMS energy of the signal in each beat interval (track start and end close the first and last)."""
-    duration = len(downsample) / SAMPLE_RATE
+    duration = downsample.duration_s
     inner = beat_tracking["time_s"].to_numpy()
     edges = np.unique(np.concatenate([[0.0], inner[(inner > 0) & (inner < duration)], [duration]]))
-    rms = rms_per_interval(downsample, SAMPLE_RATE, edges)
+    rms = rms_per_interval(downsample.samples, downsample.sample_rate, edges)
     table = pd.DataFrame({"start_s": edges[:-1], "end_s": edges[1:], "rms": rms})
     return FeatureOutput(table, {"mean_rms": round(float(rms.mean()), 5), "max_rms": round(float(rms.max()), 5)})
 
 
-def _pulse_and_pauses(y: np.ndarray) -> dict[str, float]:
+def _pulse_and_pauses(audio: Audio) -> dict[str, float]:
     return {
-        "rhythmic_regularity": descriptors.rhythmic_regularity(y, SAMPLE_RATE),
-        "pause_ratio": descriptors.pause_ratio(y),
+        "rhythmic_regularity": descriptors.rhythmic_regularity(audio.samples, audio.sample_rate),
+        "pause_ratio": descriptors.pause_ratio(audio.samples),
     }
 
 
 @feature(code_version="1", output="json", schema=speechiness_schema)
-def speechiness(downsample: np.ndarray) -> FeatureOutput:
+def speechiness(downsample: Audio) -> FeatureOutput:
     """How speech-like the track is, in [0, 1]: no steady pulse and speech-like pauses.
 
     ``0.6 * (1 - rhythmic_regularity) + 0.4 * speech_pause_score(pause_ratio)``;
@@ -114,7 +116,7 @@ def speechiness(downsample: np.ndarray) -> FeatureOutput:
 
 
 @feature(code_version="1", output="json", schema=instrumentalness_schema)
-def instrumentalness(downsample: np.ndarray) -> FeatureOutput:
+def instrumentalness(downsample: Audio) -> FeatureOutput:
     """How instrumental (pulsed or sustained, not spoken) the track is, in [0, 1].
 
     ``0.7 * rhythmic_regularity + 0.3 * (1 - speech_pause_score(pause_ratio))``;
@@ -127,9 +129,9 @@ def instrumentalness(downsample: np.ndarray) -> FeatureOutput:
 
 
 @feature(code_version="1", output="png", schema=spectrogram_schema)
-def spectrogram(downsample: np.ndarray) -> FeatureOutput:
+def spectrogram(downsample: Audio) -> FeatureOutput:
     """Mel spectrogram (128 bands, dB relative to the maximum), stored as a PNG image."""
-    mel_db = mel_spectrogram_db(downsample, SAMPLE_RATE, hop_length=descriptors.HOP_LENGTH)
+    mel_db = mel_spectrogram_db(downsample.samples, downsample.sample_rate, hop_length=descriptors.HOP_LENGTH)
     return FeatureOutput(
         mel_db,
         {"mel_bands": int(mel_db.shape[0]), "frames": int(mel_db.shape[1])},

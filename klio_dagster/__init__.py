@@ -1,7 +1,11 @@
 """klio-dagster: Klio's event-driven audio pipelines on Dagster's asset graph.
 
-Names are imported lazily so that Beam workers, which only need the
-feature and execution modules, start without importing Dagster.
+The public API. Names are imported lazily, so that Beam workers, which need only
+the Dagster-free core (:mod:`klio_dagster.core`), start without importing Dagster.
+
+Sub-packages: ``core`` (features, audio, formats, per-track computation), ``storage``,
+``planning`` (lineage, planner), ``executors`` (in-process, Beam), ``orchestration``
+(the Dagster glue), ``events`` (messages, queues, sensors), ``cli`` and ``demo``.
 """
 
 from __future__ import annotations
@@ -10,65 +14,97 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "FeatureRunConfig": "assets",
-    "audio_source_spec": "assets",
-    "build_feature_assets": "assets",
-    "build_features_job": "assets",
+    "FeatureRunConfig": "orchestration.assets",
+    "audio_source_spec": "orchestration.assets",
+    "build_feature_assets": "orchestration.assets",
+    "build_features_job": "orchestration.assets",
+    "FeatureLocation": "orchestration.factory",
+    "build_feature_definitions": "orchestration.factory",
+    "find_feature_location": "orchestration.factory",
+    "tracks_partitions": "orchestration.partitions",
+    "FeatureExecutorResource": "orchestration.resources",
+    "FeatureStoreResource": "orchestration.resources",
     "AudioDecodeError": "errors",
+    "ConfigurationError": "errors",
+    "FeatureGraphError": "errors",
+    "InvalidMessage": "errors",
     "InvalidRequest": "errors",
+    "InvalidSourceUri": "errors",
     "InvalidTrackId": "errors",
     "KlioError": "errors",
+    "LocationError": "errors",
     "MissingInputError": "errors",
+    "PubSubUnavailable": "errors",
     "StoreError": "errors",
-    "InProcessExecutor": "execution",
-    "PairResult": "execution",
-    "TrackTask": "execution",
-    "compute_track": "execution",
-    "AUDIO": "features",
-    "Audio": "features",
-    "Feature": "features",
-    "FeatureGraph": "features",
-    "FeatureOutput": "features",
-    "feature": "features",
-    "FeatureDone": "outputs",
-    "OutputEventsResource": "outputs",
-    "run_queue_config": "priority",
-    "build_top_down_sensor": "propagation",
-    "PubSubSourceResource": "pubsub",
-    "build_pubsub_sensor": "pubsub",
-    "FeatureExecutorResource": "resources",
-    "FeatureStoreResource": "resources",
-    "LocalQueueResource": "sensors",
-    "build_local_queue_sensor": "sensors",
-    "FeatureStore": "storage",
-    "GCSFeatureStore": "storage",
-    "LocalFeatureStore": "storage",
-    "open_store": "storage",
-    "TRACK_ID_PATTERN": "tracks",
-    "tracks_partitions": "tracks",
-    "validate_track_id": "tracks",
+    "UnknownFormat": "errors",
+    "PairResult": "core.execution",
+    "TrackTask": "core.execution",
+    "compute_track": "core.execution",
+    "AUDIO": "core.features",
+    "Audio": "core.audio",
+    "Feature": "core.features",
+    "FeatureGraph": "core.features",
+    "FeatureOutput": "core.features",
+    "feature": "core.features",
+    "TRACK_ID_PATTERN": "core.tracks",
+    "validate_track_id": "core.tracks",
+    "InProcessExecutor": "executors.in_process",
+    "FeatureDone": "events.outputs",
+    "OutputEventsResource": "events.outputs",
+    "run_queue_config": "events.priority",
+    "build_top_down_sensor": "events.top_down",
+    "PubSubSourceResource": "events.pubsub",
+    "build_pubsub_sensor": "events.pubsub",
+    "LocalQueueResource": "events.local_sensor",
+    "build_local_queue_sensor": "events.local_sensor",
+    "FeatureStore": "storage.stores",
+    "GCSFeatureStore": "storage.stores",
+    "LocalFeatureStore": "storage.stores",
+    "open_store": "storage.stores",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .assets import FeatureRunConfig, audio_source_spec, build_feature_assets, build_features_job
-    from .errors import AudioDecodeError, InvalidRequest, InvalidTrackId, KlioError, MissingInputError, StoreError
-    from .execution import InProcessExecutor, PairResult, TrackTask, compute_track
-    from .features import AUDIO, Audio, Feature, FeatureGraph, FeatureOutput, feature
-    from .outputs import FeatureDone, OutputEventsResource
-    from .priority import run_queue_config
-    from .propagation import build_top_down_sensor
-    from .pubsub import PubSubSourceResource, build_pubsub_sensor
-    from .resources import FeatureExecutorResource, FeatureStoreResource
-    from .sensors import LocalQueueResource, build_local_queue_sensor
-    from .storage import FeatureStore, GCSFeatureStore, LocalFeatureStore, open_store
-    from .tracks import TRACK_ID_PATTERN, tracks_partitions, validate_track_id
+    from klio_dagster.core.execution import PairResult, TrackTask, compute_track
+    from klio_dagster.core.features import AUDIO, Audio, Feature, FeatureGraph, FeatureOutput, feature
+    from klio_dagster.core.tracks import TRACK_ID_PATTERN, validate_track_id
+    from klio_dagster.errors import (
+        AudioDecodeError,
+        ConfigurationError,
+        FeatureGraphError,
+        InvalidMessage,
+        InvalidRequest,
+        InvalidSourceUri,
+        InvalidTrackId,
+        KlioError,
+        LocationError,
+        MissingInputError,
+        PubSubUnavailable,
+        StoreError,
+        UnknownFormat,
+    )
+    from klio_dagster.events.local_sensor import LocalQueueResource, build_local_queue_sensor
+    from klio_dagster.events.outputs import FeatureDone, OutputEventsResource
+    from klio_dagster.events.priority import run_queue_config
+    from klio_dagster.events.pubsub import PubSubSourceResource, build_pubsub_sensor
+    from klio_dagster.events.top_down import build_top_down_sensor
+    from klio_dagster.executors.in_process import InProcessExecutor
+    from klio_dagster.orchestration.assets import (
+        FeatureRunConfig,
+        audio_source_spec,
+        build_feature_assets,
+        build_features_job,
+    )
+    from klio_dagster.orchestration.factory import FeatureLocation, build_feature_definitions, find_feature_location
+    from klio_dagster.orchestration.partitions import tracks_partitions
+    from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource
+    from klio_dagster.storage.stores import FeatureStore, GCSFeatureStore, LocalFeatureStore, open_store
 
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'klio_dagster' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    return getattr(importlib.import_module(f"klio_dagster.{_EXPORTS[name]}"), name)
 
 
 def __dir__() -> list[str]:

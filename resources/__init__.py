@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from klio_dagster import ConfigurationError
+
 from .gcp import gcp_resources
 from .local import local_resources
 
@@ -22,4 +24,4 @@ def profile_resources(profile: str | None = None) -> dict[str, Any]:
     try:
         return PROFILES[name]()
     except KeyError:
-        raise ValueError(f"unknown KLIO_PROFILE {name!r}: choose one of {sorted(PROFILES)}") from None
+        raise ConfigurationError(f"unknown KLIO_PROFILE {name!r}: choose one of {sorted(PROFILES)}") from None

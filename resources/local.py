@@ -1,54 +1,34 @@
-"""The embedded default: everything on this machine, no cloud account."""
+"""The embedded default: everything on this machine, no cloud account.
+
+Loading this profile has no side effects: it reads the environment and
+writes nothing (``klio-dagster init``, or any command, creates the local
+instance). Unset locations resolve when the resources are used: to the
+variable then, else to ``./data`` under the working directory, never to the
+installed package's folder.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from dagster import EnvVar
 
-from klio_dagster import FeatureExecutorResource, FeatureStoreResource
-from klio_dagster.outputs import OutputEventsResource
-from klio_dagster.priority import run_queue_config
-from klio_dagster.pubsub import PubSubSourceResource
-from klio_dagster.sensors import LocalQueueResource
-
-#: The project's local data folder (instance, store, queue, demo audio).
-DATA_DIR = Path(os.environ.get("KLIO_DATA", Path(__file__).resolve().parents[1] / "data"))
-DEFAULTS = {
-    "KLIO_DATA": DATA_DIR,
-    "DAGSTER_HOME": DATA_DIR / "dagster_home",
-    "KLIO_STORE": DATA_DIR / "store",
-    "KLIO_QUEUE": DATA_DIR / "queue",
-}
-#: Instance settings for a new local DAGSTER_HOME: SQLite storage in the folder, no telemetry,
-#: and a run queue where live events' runs never wait behind a backfill.
-INSTANCE_CONFIG = (
-    "# Written by klio-dagster's local profile (resources/local.py); edit freely, it is kept.\n"
-    "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2)
-)
-#: What earlier versions wrote: replaced by INSTANCE_CONFIG, since nobody edited it.
-_EARLIER_INSTANCE_CONFIGS = ("telemetry:\n  enabled: false\n",)
+from klio_dagster import FeatureExecutorResource, FeatureStoreResource, LocalQueueResource, OutputEventsResource
+from klio_dagster.events.pubsub import PubSubSourceResource
 
 
-def apply_default_environment() -> None:
-    """Fill unset locations with the project's local defaults (and create the instance folder)."""
-    for name, path in DEFAULTS.items():
-        os.environ.setdefault(name, str(path))
-    home = Path(os.environ["DAGSTER_HOME"])
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists() or config.read_text() in _EARLIER_INSTANCE_CONFIGS:
-        config.write_text(INSTANCE_CONFIG)
+def env_or_default(name: str) -> str | EnvVar:
+    """``EnvVar(name)`` when set (the UI shows where the value comes from), else empty: the resource then
+    reads the variable when it is used, or falls back to ``./data`` (``$KLIO_DATA``)."""
+    return EnvVar(name) if os.environ.get(name) else ""
 
 
 def local_resources() -> dict[str, Any]:
-    apply_default_environment()
     resources: dict[str, Any] = {
-        "klio_store": FeatureStoreResource(uri=EnvVar("KLIO_STORE")),
+        "klio_store": FeatureStoreResource(uri=env_or_default("KLIO_STORE")),
         "klio_executor": FeatureExecutorResource(mode="auto"),
-        "klio_queue": LocalQueueResource(path=EnvVar("KLIO_QUEUE")),
+        "klio_queue": LocalQueueResource(path=env_or_default("KLIO_QUEUE")),
         "klio_output": OutputEventsResource(
             topic=os.environ.get("KLIO_PUBSUB_OUTPUT_TOPIC", ""),
             local_queue=os.environ.get("KLIO_OUTPUT_QUEUE", ""),

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 
-from dagster import JobDefinition, SensorDefinition
-
-from klio_dagster import FeatureGraph
-from klio_dagster.pubsub import build_pubsub_sensor
-from klio_dagster.sensors import build_local_queue_sensor
+from klio_dagster import build_local_queue_sensor, build_pubsub_sensor
+from klio_dagster.orchestration.factory import SensorFactory
 
 
-def deployment_sensors(graph: FeatureGraph, job: JobDefinition) -> list[SensorDefinition]:
+def ingestion_sensors() -> list[SensorFactory]:
     if os.environ.get("KLIO_PUBSUB_SUBSCRIPTION"):
-        return [build_pubsub_sensor(graph, job)]
-    return [build_local_queue_sensor(graph, job)]
+        return [build_pubsub_sensor]
+    return [build_local_queue_sensor]

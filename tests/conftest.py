@@ -12,9 +12,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 
-from examples.catalogue import DemoTrack, write_catalogue  # noqa: E402
 from klio_dagster.cli import main  # noqa: E402
-from resources.local import INSTANCE_CONFIG  # noqa: E402
+from klio_dagster.demo.catalogue import DemoTrack, write_catalogue  # noqa: E402
+from klio_dagster.orchestration.instance import INSTANCE_CONFIG  # noqa: E402
+
+LAYERS = ("unit", "sensor", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test belongs to exactly one layer of the pyramid, so that each layer runs alone (``-m unit``)."""
+    for item in items:
+        layers = sorted({m.name for m in item.iter_markers() if m.name in LAYERS})
+        if len(layers) != 1:
+            raise pytest.UsageError(f"{item.nodeid} must have exactly one of the markers {LAYERS}, has {layers}")
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandera.errors
 import pytest
 
 from examples import descriptors
-from examples.catalogue import click_track, music_like, speech_like
 from examples.reference_graph import (
     SAMPLE_RATE,
     beat_tracking,
@@ -19,8 +20,11 @@ from examples.reference_graph import (
     speechiness,
 )
 from klio_dagster import Audio, AudioDecodeError
-from klio_dagster.audio import decode, rms_per_interval
-from klio_dagster.formats import as_frame
+from klio_dagster.core.audio import decode, rms_per_interval
+from klio_dagster.core.formats import as_frame
+from klio_dagster.demo.catalogue import click_track, music_like, speech_like
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.mark.parametrize("index", range(4))  # WAV, FLAC, OGG, MP3
@@ -51,7 +55,7 @@ def test_rms_per_interval_matches_direct_computation():
 
 @pytest.mark.parametrize("bpm", [90.0, 120.0, 140.0])
 def test_beat_tracking_recovers_click_tempo(bpm):
-    y = click_track(bpm, 12.0, sr=SAMPLE_RATE)
+    y = Audio(click_track(bpm, 12.0, sr=SAMPLE_RATE), SAMPLE_RATE)
     table = beat_tracking.fn(y).value
     assert abs(table["tempo_bpm"].iloc[0] - bpm) / bpm < 0.04
     intervals = np.diff(table["time_s"].to_numpy())
@@ -61,8 +65,8 @@ def test_beat_tracking_recovers_click_tempo(bpm):
 
 def test_energy_per_beat_interval_is_louder_for_louder_signal():
     y = click_track(120.0, 8.0, sr=SAMPLE_RATE)
-    beats = beat_tracking.fn(y).value
-    quiet, loud = energy.fn(0.1 * y, beats).value, energy.fn(y, beats).value
+    beats = beat_tracking.fn(Audio(y, SAMPLE_RATE)).value
+    quiet, loud = energy.fn(Audio(0.1 * y, SAMPLE_RATE), beats).value, energy.fn(Audio(y, SAMPLE_RATE), beats).value
     assert len(loud) == len(beats) + 1
     np.testing.assert_allclose(loud["rms"], 10 * quiet["rms"], rtol=1e-4)
     assert loud["start_s"].iloc[0] == 0.0 and abs(loud["end_s"].iloc[-1] - 8.0) < 1e-3
@@ -70,9 +74,9 @@ def test_energy_per_beat_interval_is_louder_for_louder_signal():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_speechiness_and_instrumentalness_separate_speech_from_music(seed):
-    speech = speech_like(15.0, sr=SAMPLE_RATE, seed=seed)
-    music = music_like(110.0 + 10 * seed, 15.0, sr=SAMPLE_RATE, seed=seed)
-    clicks = click_track(100.0 + 20 * seed, 15.0, sr=SAMPLE_RATE, seed=seed)
+    speech = Audio(speech_like(15.0, sr=SAMPLE_RATE, seed=seed), SAMPLE_RATE)
+    music = Audio(music_like(110.0 + 10 * seed, 15.0, sr=SAMPLE_RATE, seed=seed), SAMPLE_RATE)
+    clicks = Audio(click_track(100.0 + 20 * seed, 15.0, sr=SAMPLE_RATE, seed=seed), SAMPLE_RATE)
     s = {k: speechiness.fn(y).value for k, y in (("speech", speech), ("music", music), ("clicks", clicks))}
     i = {k: instrumentalness.fn(y).value for k, y in (("speech", speech), ("music", music), ("clicks", clicks))}
     assert s["speech"]["speechiness"] > 0.7
@@ -85,7 +89,7 @@ def test_speechiness_and_instrumentalness_separate_speech_from_music(seed):
 
 def test_scores_are_deterministic():
     y = speech_like(8.0, sr=SAMPLE_RATE, seed=4)
-    assert speechiness.fn(y).value == speechiness.fn(y.copy()).value
+    assert speechiness.fn(Audio(y, SAMPLE_RATE)).value == speechiness.fn(Audio(y.copy(), SAMPLE_RATE)).value
 
 
 def test_silence_scores_do_not_divide_by_zero():
@@ -95,7 +99,7 @@ def test_silence_scores_do_not_divide_by_zero():
 
 
 def test_spectrogram_schema_and_preview():
-    out = spectrogram.fn(music_like(120.0, 5.0, sr=SAMPLE_RATE))
+    out = spectrogram.fn(Audio(music_like(120.0, 5.0, sr=SAMPLE_RATE), SAMPLE_RATE))
     assert out.value.shape[0] == 128 and out.value.max() <= 0.0 and out.value.min() >= -80.0
     assert out.preview_png.startswith(b"\x89PNG")
     spectrogram.schema.validate(as_frame(out.value))
@@ -109,8 +113,32 @@ def test_schemas_reject_bad_values():
 
 
 def test_downsample_passes_decoded_audio_through():
-    samples = np.ones(SAMPLE_RATE, dtype=np.float32) * 0.5
-    assert downsample.fn(Audio(samples, SAMPLE_RATE)).value is samples
+    audio = Audio(np.ones(SAMPLE_RATE, dtype=np.float32) * 0.5, SAMPLE_RATE)
+    assert downsample.fn(audio).value is audio
+
+
+@pytest.mark.parametrize("sr", [16_000, 44_100])
+def test_children_of_downsample_take_its_rate_from_the_audio_they_receive(sr):
+    """Change downsample's rate and its children stay right: none assumes 22,050 Hz."""
+    y = Audio(click_track(120.0, 12.0, sr=sr), sr)
+    beats = beat_tracking.fn(y).value
+    assert abs(beats["tempo_bpm"].iloc[0] - 120.0) < 5.0
+    assert abs(energy.fn(y, beats).value["end_s"].iloc[-1] - 12.0) < 1e-3
+    assert spectrogram.fn(y).value.shape[1] == 1 + len(y.samples) // 512
+
+
+def test_stored_audio_keeps_its_samples_rate_and_channels():
+    from klio_dagster.core.formats import get_format
+
+    wav = get_format("audio")
+    mono = Audio(np.linspace(-1, 1, 1000, dtype=np.float32), 16_000)
+    stereo = Audio(np.stack([mono.samples, -mono.samples]), 8_000)
+    for value in (mono, stereo):
+        back = wav.decode(wav.encode(value))
+        assert back.sample_rate == value.sample_rate
+        np.testing.assert_array_equal(back.samples, value.samples)
+    with pytest.raises(TypeError, match="Audio"):
+        wav.encode(mono.samples)
 
 
 def test_reference_graph_shape():
@@ -121,11 +149,25 @@ def test_reference_graph_shape():
 
 
 def test_long_ogg_files_encode_and_decode(tmp_path):
-    from examples.catalogue import SAMPLE_RATE as CATALOGUE_SR
-    from examples.catalogue import write_audio
+    from klio_dagster.demo.catalogue import SAMPLE_RATE as CATALOGUE_SR
+    from klio_dagster.demo.catalogue import write_audio
 
     y = speech_like(180.0, sr=CATALOGUE_SR, seed=1)
     path = tmp_path / "long.ogg"
     write_audio(path, np.stack([y, y], axis=1), CATALOGUE_SR, "OGG", "VORBIS")
     decoded, sr = decode(path.read_bytes(), sr=SAMPLE_RATE)
     assert sr == SAMPLE_RATE and abs(len(decoded) / sr - 180.0) < 0.1
+
+
+def test_stored_audio_is_the_same_bytes_every_time():
+    """A data version is a digest of the bytes: writing the same audio twice must give the same file."""
+    from klio_dagster.core.formats import get_format
+
+    audio = Audio(np.sin(np.arange(4000, dtype=np.float32) / 10), 8_000)
+    wav = get_format("audio")
+    first = wav.encode(audio)
+    time.sleep(1.1)  # libsndfile's PEAK chunk records the second it was written
+    assert wav.encode(audio) == first
+    decoded, sr = decode(first)
+    assert sr == 8_000
+    np.testing.assert_array_equal(decoded, audio.samples)

@@ -6,8 +6,10 @@ import pytest
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import FeatureExecutorResource, LocalFeatureStore, StoreError, TrackTask, open_store
-from klio_dagster.beam import BeamExecutor
+from klio_dagster.executors.beam import BeamExecutor
 from resources import profile_resources
+
+pytestmark = pytest.mark.unit
 
 
 def test_unknown_profile():
@@ -54,31 +56,34 @@ def test_executor_choice():
 
 def test_pubsub_subscription_switches_the_reference_sensor(monkeypatch, klio_env):
     from examples.reference_graph import reference_graph
-    from klio_dagster import build_feature_assets, build_features_job
-    from sensors import deployment_sensors
+    from klio_dagster import build_feature_definitions
+    from sensors import ingestion_sensors
 
-    job = build_features_job([build_feature_assets(reference_graph)])
-    assert [s.name for s in deployment_sensors(reference_graph, job)] == ["klio_local_ingestion"]
+    def sensor_names() -> list[str]:
+        return [s.name for s in build_feature_definitions(reference_graph, sensors=ingestion_sensors()).sensors]
+
+    assert sensor_names() == ["klio_features_local_ingestion"]
     monkeypatch.setenv("KLIO_PUBSUB_SUBSCRIPTION", "projects/p/subscriptions/s")
     monkeypatch.setenv("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "projects/p/topics/dead")
-    assert [s.name for s in deployment_sensors(reference_graph, job)] == ["klio_pubsub_ingestion"]
+    assert sensor_names() == ["klio_features_pubsub_ingestion"]
     pubsub = profile_resources("local")["klio_pubsub"]
     assert pubsub.dead_letter_topic == "projects/p/topics/dead"
 
 
-def test_local_instance_gets_the_run_queue_unless_its_config_was_edited(klio_env):
+def test_a_command_gives_a_new_local_instance_the_run_queue_unless_its_config_was_edited(klio_env):
     from dagster import DagsterInstance
 
-    from resources.local import INSTANCE_CONFIG, apply_default_environment
+    from klio_dagster.cli.location import prepare_environment
+    from klio_dagster.orchestration.instance import INSTANCE_CONFIG
 
     config = klio_env / "home" / "dagster.yaml"
     config.write_text("telemetry:\n  enabled: false\n")  # what earlier versions wrote
-    apply_default_environment()
+    prepare_environment()
     assert config.read_text() == INSTANCE_CONFIG
     with DagsterInstance.get() as instance:
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 2 and queue.tag_concurrency_limits[0]["key"] == "dagster/backfill"
     edited = "telemetry:\n  enabled: true\n"
     config.write_text(edited)
-    apply_default_environment()
+    prepare_environment()
     assert config.read_text() == edited

@@ -22,8 +22,10 @@ import pytest
 from pubsub_emulator import PROJECT, create_topic_and_subscription, emulator_command
 from servers import free_port, local_server
 
-from klio_dagster.events import TrackEvent
-from klio_dagster.local_queue import LocalQueue
+from klio_dagster.events.local_queue import LocalQueue
+from klio_dagster.events.messages import TrackEvent
+
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
 

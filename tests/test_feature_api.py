@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, Definitions, asset, materialize
+from dagster import AssetKey, DagsterInstance, asset, materialize
+from runs import run_plan
 
 from klio_dagster import (
     Audio,
@@ -15,16 +16,16 @@ from klio_dagster import (
     FeatureGraph,
     FeatureStoreResource,
     OutputEventsResource,
-    audio_source_spec,
-    build_feature_assets,
-    build_features_job,
+    build_feature_definitions,
     feature,
     tracks_partitions,
 )
-from klio_dagster.formats import FORMATS
-from klio_dagster.lineage import load_lineage, plan
-from klio_dagster.tracks import ingest
-from klio_dagster.runs import execute_run, run_request_for
+from klio_dagster.core.formats import FORMATS
+from klio_dagster.orchestration.partitions import ingest
+from klio_dagster.planning.lineage import load_lineage
+from klio_dagster.planning.planner import plan
+
+pytestmark = pytest.mark.unit
 
 
 @asset
@@ -96,17 +97,13 @@ def test_formats_round_trip(name, value):
 
 
 def test_features_and_plain_assets_in_one_location(klio_env, catalogue):
-    features = build_feature_assets(graph, name="peaks")
     resources = {
         "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
         "klio_executor": FeatureExecutorResource(mode="in_process"),
         "klio_output": OutputEventsResource(),
     }
-    defs = Definitions(
-        assets=[audio_source_spec(), loudness_reference, features, peak_report],
-        jobs=[build_features_job([features], name="peaks_job")],
-        resources=resources,
-    )
+    defs = build_feature_definitions(graph, name="peaks", assets=[loudness_reference, peak_report], resources=resources)
+    features = defs.get_assets_def("peak")
     instance = DagsterInstance.get()
     store = resources["klio_store"].get_store()
     ids = ingest(instance, store, {t.track_id: str(t.path) for t in catalogue[:3]})
@@ -119,7 +116,7 @@ def test_features_and_plain_assets_in_one_location(klio_env, catalogue):
     # Batched run over all three tracks, then the plain downstream asset per partition (as the UI would).
     materialize([loudness_reference], instance=instance)
     work = plan(graph, load_lineage(instance, graph.names, ids), ["peak_table"], ids)
-    outcome = execute_run(defs.resolve_job_def("peaks_job"), instance, run_request_for(graph, work, [], run_key=None, tags={}, asset_name="peaks"))
+    outcome = run_plan(defs, work)
     assert len(outcome.computed) == 6 and outcome.failed == []
     stored = json.loads((klio_env / "store" / "peak" / f"{ids[0]}.json").read_text())
     assert stored["track"] == ids[0] and stored["sr"] == 8000

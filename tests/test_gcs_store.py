@@ -10,9 +10,9 @@ from servers import free_port, local_server
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import GCSFeatureStore, TrackTask, compute_track, open_store
-from klio_dagster.registry import record_sources, tracks_with_sources
+from klio_dagster.storage.registry import record_sources, tracks_with_sources
 
-pytestmark = pytest.mark.gcs
+pytestmark = [pytest.mark.integration, pytest.mark.gcs]
 BUCKET = "klio-test"
 
 

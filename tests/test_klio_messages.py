@@ -8,9 +8,11 @@ import re
 import pytest
 
 from examples.reference_graph import reference_graph as graph
-from klio_dagster.events import InvalidMessage
-from klio_dagster.klio_messages import KlioMessage, parse_gcs_notification, parse_klio_message
-from klio_dagster.proto import klio_pb2
+from klio_dagster.errors import InvalidMessage
+from klio_dagster.events.klio_messages import KlioMessage, parse_gcs_notification, parse_klio_message
+from klio_dagster.events.proto import klio_pb2
+
+pytestmark = pytest.mark.unit
 
 JOBS = {"my-project-beat-tracker": "beat_tracking", "energy-job": "energy"}
 

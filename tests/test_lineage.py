@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from dagster import DagsterInstance
 
 from examples.reference_graph import reference_graph
 from klio_dagster import FeatureGraph
-from klio_dagster.lineage import load_lineage, plan, state_of
+from klio_dagster.planning.lineage import load_lineage
+from klio_dagster.planning.planner import plan, state_of
+
+pytestmark = pytest.mark.integration
 
 
 def bumped(graph: FeatureGraph, name: str) -> FeatureGraph:

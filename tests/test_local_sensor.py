@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import json
 
-from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus
 
 import definitions
-from klio_dagster.events import TrackEvent
-from klio_dagster.local_queue import LocalQueue
-from klio_dagster.runs import execute_run
-from klio_dagster.tracks import registered_tracks
+from examples.reference_graph import reference_graph
+from klio_dagster.events.local_queue import LocalQueue
+from klio_dagster.events.messages import TrackEvent
+from klio_dagster.orchestration.partitions import registered_tracks
+from klio_dagster.orchestration.runs import execute_run
+from klio_dagster.orchestration.ticks import evaluate_tick
+
+pytestmark = pytest.mark.sensor
 
 
 def tick(cursor=None):
-    defs = definitions.defs
-    sensor = defs.resolve_sensor_def("klio_local_ingestion")
-    with build_sensor_context(
-        instance=DagsterInstance.get(), cursor=cursor, definitions=defs, resources=defs.resources
-    ) as context:
-        return sensor.evaluate_tick(context)
+    return evaluate_tick(definitions.defs, "klio_features_local_ingestion", DagsterInstance.get(), cursor)
 
 
 def test_messages_become_partitions_and_one_batched_run(klio_env, catalogue):
@@ -36,7 +36,7 @@ def test_messages_become_partitions_and_one_batched_run(klio_env, catalogue):
     (run,) = result.run_requests  # four top-down events: one run
     config = run.run_config["ops"]["klio_features"]["config"]
     assert sorted(config["tracks"]) == sorted(t.track_id for t in catalogue[:4])
-    assert {k.path[-1] for k in run.asset_selection} == set(definitions.feature_graph.names)
+    assert {k.path[-1] for k in run.asset_selection} == set(reference_graph.names)
 
     reasons = [reason for _, reason in queue.dead_letters()]
     assert len(reasons) == 5

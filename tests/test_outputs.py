@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import json
 
-from dagster import AssetKey, DagsterInstance, Definitions
+import pytest
+from dagster import AssetKey, DagsterInstance
+from runs import run_plan
 
 from examples.reference_graph import reference_graph as graph
-from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource
-from klio_dagster.assets import audio_source_spec, build_feature_assets, build_features_job
-from klio_dagster.klio_messages import KlioMessage, parse_message
-from klio_dagster.lineage import plan_from_log
-from klio_dagster.local_queue import LocalQueue
-from klio_dagster.runs import execute_run, run_request_for
+from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource, build_feature_definitions
+from klio_dagster.events.klio_messages import KlioMessage, parse_message
+from klio_dagster.events.local_queue import LocalQueue
+from klio_dagster.planning.lineage import plan_from_log
 from resources import profile_resources
+
+pytestmark = pytest.mark.integration
 
 
 def materialize_with_outputs(klio_env, tracks: list[str], output: OutputEventsResource, features=("speechiness",)):
-    assets = build_feature_assets(graph)
-    defs = Definitions(
-        assets=[audio_source_spec(), assets],
-        jobs=[build_features_job([assets])],
+    defs = build_feature_definitions(
+        graph,
         resources={
             "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
             "klio_executor": FeatureExecutorResource(mode="in_process"),
@@ -29,8 +29,7 @@ def materialize_with_outputs(klio_env, tracks: list[str], output: OutputEventsRe
     )
     instance = DagsterInstance.get()
     work = plan_from_log(instance, graph, list(features), tracks)
-    request = run_request_for(graph, work, [], run_key=None, tags={})
-    return execute_run(defs.resolve_job_def("klio_features_job"), instance, request)
+    return run_plan(defs, work)
 
 
 def test_json_output_events_follow_the_records(klio_env, ingested):

@@ -38,14 +38,16 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import Queued
 from dagster._daemon.sensor import execute_sensor_iteration
 
 from examples.reference_graph import reference_graph
-from klio_dagster.assets import FEATURES_ASSET_NAME
-from klio_dagster.events import TrackEvent
-from klio_dagster.local_queue import LocalQueue
-from klio_dagster.priority import LANE_TAG, run_queue_config
+from klio_dagster.events.local_queue import LocalQueue
+from klio_dagster.events.messages import TrackEvent
+from klio_dagster.events.priority import run_queue_config
+from klio_dagster.orchestration.tags import FEATURES_ASSET_NAME, LANE_TAG
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "definitions"
-SENSOR = "klio_local_ingestion"
+SENSOR = "klio_features_local_ingestion"
 BACKFILL_ID = "tracks-10k"
 N_BACKFILL_TRACKS = 10_000
 BATCH = 1_000  # BackfillPolicy.multi_run(max_partitions_per_run=1000) of the feature assets

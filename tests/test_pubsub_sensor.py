@@ -6,23 +6,19 @@ import json
 import time
 
 import pytest
-from dagster import DagsterInstance, Definitions, build_sensor_context
+from dagster import DagsterInstance
 from pubsub_emulator import PROJECT, create_topic_and_subscription, emulator_command
 from servers import free_port, local_server
 
 from examples.reference_graph import reference_graph as graph
-from klio_dagster import (
-    FeatureExecutorResource,
-    FeatureStoreResource,
-    OutputEventsResource,
-    audio_source_spec,
-    build_feature_assets,
-    build_features_job,
-)
-from klio_dagster.klio_messages import KlioMessage
-from klio_dagster.pubsub import PubSubSourceResource, build_pubsub_sensor
-from klio_dagster.runs import execute_run
-from klio_dagster.tracks import registered_tracks
+from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource, build_feature_definitions
+from klio_dagster.events.klio_messages import KlioMessage
+from klio_dagster.events.pubsub import PubSubSourceResource, build_pubsub_sensor
+from klio_dagster.orchestration.partitions import registered_tracks
+from klio_dagster.orchestration.runs import execute_run
+from klio_dagster.orchestration.ticks import evaluate_tick
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +42,13 @@ def topics(emulator, request):
 
 
 def tick(defs, cursor=None):
-    sensor = defs.resolve_sensor_def("klio_pubsub_ingestion")
-    with build_sensor_context(instance=DagsterInstance.get(), cursor=cursor, definitions=defs, resources=defs.resources) as c:
-        return sensor.evaluate_tick(c)
+    return evaluate_tick(defs, "klio_features_pubsub_ingestion", DagsterInstance.get(), cursor)
 
 
 def definitions(klio_env, sub, dead, ack_deadline_s=300, output_topic=""):
-    features = build_feature_assets(graph)
-    job = build_features_job([features])
-    return Definitions(
-        assets=[audio_source_spec(), features],
-        jobs=[job],
-        sensors=[build_pubsub_sensor(graph, job)],
+    return build_feature_definitions(
+        graph,
+        sensors=[build_pubsub_sensor],
         resources={
             "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
             "klio_executor": FeatureExecutorResource(mode="in_process"),

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-from dagster import AssetKey, DagsterInstance, build_sensor_context
+import pytest
+from dagster import AssetKey, DagsterInstance
 
 import definitions
 from examples import harmony
-from klio_dagster.events import TrackEvent
-from klio_dagster.local_queue import LocalQueue
-from klio_dagster.runs import execute_run
+from klio_dagster.events.local_queue import LocalQueue
+from klio_dagster.events.messages import TrackEvent
+from klio_dagster.orchestration.runs import execute_run
+from klio_dagster.orchestration.ticks import evaluate_tick
+
+pytestmark = pytest.mark.sensor
 
 
 def tick(defs, sensor_name, cursor=None):
-    sensor = defs.resolve_sensor_def(sensor_name)
-    with build_sensor_context(instance=DagsterInstance.get(), cursor=cursor, definitions=defs, resources=defs.resources) as c:
-        return sensor.evaluate_tick(c)
+    return evaluate_tick(defs, sensor_name, DagsterInstance.get(), cursor)
 
 
 def run_all(defs, job_name, requests):
@@ -44,30 +46,30 @@ def test_top_down_runs_children_in_another_location_batched_and_once(klio_env, c
     queue = LocalQueue(klio_env / "queue")
     tracks = [t.track_id for t in catalogue[:3]]
     queue.publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in catalogue[:3]])
-    ingest = tick(definitions.defs, "klio_local_ingestion")
-    (outcome,) = run_all(definitions.defs, definitions.features_job.name, ingest.run_requests)
+    ingest = tick(definitions.defs, "klio_features_local_ingestion")
+    (outcome,) = run_all(definitions.defs, "klio_features_job", ingest.run_requests)
     assert not outcome.failed
 
-    first = tick(harmony.defs, "harmony_top_down")
+    first = tick(harmony.defs, "harmony_features_top_down")
     (request,) = first.run_requests  # three tracks, one run
     assert sorted(request.run_config["ops"]["harmony_features"]["config"]["tracks"]) == sorted(tracks)
     assert request.tags["klio/mode"] == "top-down" and request.tags["dagster/priority"] == "100"
     # A tick replayed before the run happened (its result was lost) asks for the same run key: Dagster launches it once.
-    assert tick(harmony.defs, "harmony_top_down").run_requests[0].run_key == request.run_key
-    (key_run,) = run_all(harmony.defs, harmony.harmony_job.name, first.run_requests)
+    assert tick(harmony.defs, "harmony_features_top_down").run_requests[0].run_key == request.run_key
+    (key_run,) = run_all(harmony.defs, "harmony_features_job", first.run_requests)
     assert sorted(key_run.computed) == sorted(("key", t) for t in tracks) and not key_run.failed
     latest = instance.get_latest_materialization_event(AssetKey("key"))
     assert latest.asset_materialization.metadata["key"].value in harmony.KEYS
 
     # Nothing new upstream: no run. Replayed after the run: the keys are current, nothing to compute.
-    assert tick(harmony.defs, "harmony_top_down", first.cursor).run_requests == []
-    assert tick(harmony.defs, "harmony_top_down").run_requests == []
+    assert tick(harmony.defs, "harmony_features_top_down", first.cursor).run_requests == []
+    assert tick(harmony.defs, "harmony_features_top_down").run_requests == []
 
 
 def test_bottom_up_materialisations_do_not_wake_other_teams(cli, klio_env, ingested):
     code, out = cli("materialize", "speechiness", "--tracks", ingested[0])
     assert code == 0 and ["downsample", ingested[0]] in out["computed"]
-    result = tick(harmony.defs, "harmony_top_down")
+    result = tick(harmony.defs, "harmony_features_top_down")
     assert result.run_requests == []
 
 
@@ -75,14 +77,14 @@ def test_children_of_a_recomputed_parent_run_again(klio_env, catalogue):
     queue = LocalQueue(klio_env / "queue")
     track = catalogue[0]
     queue.publish_events([TrackEvent(track.track_id, uri=str(track.path))])
-    ingest = tick(definitions.defs, "klio_local_ingestion")
-    run_all(definitions.defs, definitions.features_job.name, ingest.run_requests)
-    first = tick(harmony.defs, "harmony_top_down")
-    run_all(harmony.defs, harmony.harmony_job.name, first.run_requests)
+    ingest = tick(definitions.defs, "klio_features_local_ingestion")
+    run_all(definitions.defs, "klio_features_job", ingest.run_requests)
+    first = tick(harmony.defs, "harmony_features_top_down")
+    run_all(harmony.defs, "harmony_features_job", first.run_requests)
 
     # A forced top-down event recomputes downsample: key is stale, and runs again.
     queue.publish_events([TrackEvent(track.track_id, force=True)])
-    again = tick(definitions.defs, "klio_local_ingestion", ingest.cursor)
-    run_all(definitions.defs, definitions.features_job.name, again.run_requests)
-    (request,) = tick(harmony.defs, "harmony_top_down", first.cursor).run_requests
+    again = tick(definitions.defs, "klio_features_local_ingestion", ingest.cursor)
+    run_all(definitions.defs, "klio_features_job", again.run_requests)
+    (request,) = tick(harmony.defs, "harmony_features_top_down", first.cursor).run_requests
     assert request.run_config["ops"]["harmony_features"]["config"]["tracks"] == [track.track_id]

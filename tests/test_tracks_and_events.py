@@ -8,8 +8,12 @@ import pytest
 from dagster import DagsterInstance
 
 from klio_dagster import InvalidTrackId, validate_track_id
-from klio_dagster.events import MAX_MESSAGE_BYTES, InvalidMessage, parse_json_event
-from klio_dagster.tracks import register_tracks, registered_tracks, track_id_from_path
+from klio_dagster.core.tracks import track_id_from_path
+from klio_dagster.errors import InvalidMessage
+from klio_dagster.events.messages import MAX_MESSAGE_BYTES, parse_json_event
+from klio_dagster.orchestration.partitions import register_tracks, registered_tracks
+
+pytestmark = pytest.mark.unit
 
 FEATURES = ("downsample", "energy")
 
@@ -34,7 +38,7 @@ def test_track_id_from_path():
 
 
 def test_register_is_chunked_and_idempotent(klio_env, monkeypatch):
-    monkeypatch.setattr("klio_dagster.tracks.PARTITION_ADD_CHUNK", 7)
+    monkeypatch.setattr("klio_dagster.orchestration.partitions.PARTITION_ADD_CHUNK", 7)
     instance = DagsterInstance.get()
     ids = [f"t{i:03d}" for i in range(20)]
     assert register_tracks(instance, ids) == ids

@@ -1,0 +1,47 @@
+"""The ``klio-dagster`` command line: one module per command.
+
+Every command uses the Dagster instance at ``DAGSTER_HOME``, the feature
+store at ``KLIO_STORE`` and the code location named by ``KLIO_DEFINITIONS``
+(a module or a ``.py`` file; default: the reference location ``definitions``).
+Exit codes: 0 all good, 1 some (feature, track) failed or is missing while the
+rest were recorded, 2 bad usage, invalid input or a broken location (nothing
+was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from klio_dagster.cli import demo, ingest, init, materialize, plan, publish, status
+from klio_dagster.cli.output import EXIT_USAGE
+from klio_dagster.errors import KlioError
+
+COMMANDS = (ingest, plan, materialize, publish, status, demo, init)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="klio-dagster", description=__doc__.split("\n\n")[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Beam's local job service relays every worker's start-up warnings; keep errors only.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KlioError as exc:
+        print(f"klio-dagster: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

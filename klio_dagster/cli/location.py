@@ -1,0 +1,121 @@
+"""The code location and environment every command works against.
+
+``KLIO_DEFINITIONS`` names the location: a module (``definitions``,
+``examples.harmony``) or a path to a ``.py`` file, as ``dagster dev -m`` and
+``dagster dev -f`` take them. The location's feature graph, its asset and its
+job are found by introspection (:func:`~klio_dagster.find_feature_location`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from dagster import DagsterInstance, Definitions, JobDefinition
+
+from klio_dagster.core.features import FeatureGraph
+from klio_dagster.errors import LocationError
+from klio_dagster.orchestration.factory import FeatureLocation, find_feature_location
+from klio_dagster.orchestration.instance import write_local_instance_config
+from klio_dagster.storage.stores import FeatureStore
+
+DEFAULT_LOCATION = "definitions"
+#: Where unset locations point, relative to the working directory (the project's `data/`).
+LOCAL_DEFAULTS = {
+    "DAGSTER_HOME": "dagster_home",
+    "KLIO_STORE": "store",
+    "KLIO_QUEUE": "queue",
+}
+
+
+@dataclass(frozen=True)
+class Location:
+    """What a command needs: the definitions, the feature location, the instance and the store."""
+
+    defs: Definitions
+    features: FeatureLocation
+    job: JobDefinition
+    instance: DagsterInstance
+    store: FeatureStore
+
+    @property
+    def graph(self) -> FeatureGraph:
+        return self.features.graph
+
+
+def prepare_environment() -> None:
+    """Point unset locations at ``./data`` (``KLIO_DATA``) and create a local instance if there is none.
+
+    This process's environment is what its Beam workers inherit. A code location
+    never does this when it loads; a command does, before it loads one.
+    """
+    data = Path(os.environ.setdefault("KLIO_DATA", str(Path.cwd() / "data")))
+    for name, sub in LOCAL_DEFAULTS.items():
+        os.environ.setdefault(name, str(data / sub))
+    write_local_instance_config(Path(os.environ["DAGSTER_HOME"]))
+
+
+def _import_target(target: str) -> ModuleType:
+    path = Path(target)
+    if target.endswith(".py"):
+        if not path.is_file():
+            raise LocationError(f"KLIO_DEFINITIONS={target}: no such file")
+        folder = str(path.resolve().parent)
+        name = path.stem
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        _add_import_path(folder)
+        sys.modules[name] = module  # importable by this name in Beam workers too (see _add_import_path)
+        spec.loader.exec_module(module)
+        return module
+    _add_import_path(str(Path.cwd()))
+    return importlib.import_module(target)
+
+
+def _add_import_path(folder: str) -> None:
+    """Make modules in ``folder`` importable here and in the worker processes this command starts."""
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if folder not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([folder, *paths])
+
+
+def load_definitions(target: str | None = None) -> Definitions:
+    """The ``Definitions`` of the location ``target`` (default ``KLIO_DEFINITIONS``, then ``definitions``)."""
+    target = target or os.environ.get("KLIO_DEFINITIONS") or DEFAULT_LOCATION
+    try:
+        module = _import_target(target)
+    except LocationError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and (target == exc.name or target.startswith(f"{exc.name}.")):
+            raise LocationError(
+                f"KLIO_DEFINITIONS={target}: no module {exc.name!r} here ({Path.cwd()}); "
+                "give a module importable from this folder or a path to a .py file"
+            ) from None
+        raise LocationError(f"KLIO_DEFINITIONS={target} failed to import: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a broken location is the user's code: one line, exit 2
+        raise LocationError(f"KLIO_DEFINITIONS={target} failed to load: {type(exc).__name__}: {exc}") from None
+    found = [v for v in vars(module).values() if isinstance(v, Definitions)]
+    if len(found) != 1:
+        what = "no Definitions" if not found else f"{len(found)} Definitions objects"
+        raise LocationError(f"KLIO_DEFINITIONS={target} defines {what}: it must define exactly one (usually `defs`)")
+    return found[0]
+
+
+def load_location(target: str | None = None) -> Location:
+    prepare_environment()
+    defs = load_definitions(target)
+    features, job, defs = find_feature_location(defs)
+    try:
+        with defs.resources["klio_store"].process_config_and_initialize_cm() as store_resource:
+            store = store_resource.get_store()
+    except KeyError:
+        raise LocationError("the code location has no `klio_store` resource (a FeatureStoreResource)") from None
+    return Location(defs, features, job, DagsterInstance.get(), store)

@@ -1,0 +1,29 @@
+"""``klio-dagster status``: the state of every feature of one track."""
+
+from __future__ import annotations
+
+import argparse
+
+from klio_dagster.cli.location import load_location
+from klio_dagster.cli.output import EXIT_OK, emit
+from klio_dagster.core.tracks import validate_track_id
+from klio_dagster.errors import InvalidRequest
+from klio_dagster.orchestration.partitions import registered_tracks
+from klio_dagster.planning.status import track_status
+
+
+def run(args: argparse.Namespace) -> int:
+    loc = load_location()
+    track = validate_track_id(args.track_id)
+    if track not in set(registered_tracks(loc.instance)):
+        raise InvalidRequest(f"track {track!r} is not registered; run `klio-dagster ingest` first")
+    rows = track_status(loc.instance, loc.graph, loc.store, track)
+    table = [[r["feature"], r["state"], r["code_version"], r["timestamp"], r["uri"]] for r in rows]
+    emit(args, rows, table, ["feature", "state", "code_version", "timestamp", "uri"])
+    return EXIT_OK
+
+
+def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("status", parents=[common], help="state of every feature of one track")
+    p.add_argument("track_id")
+    p.set_defaults(handler=run)

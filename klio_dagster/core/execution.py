@@ -1,0 +1,147 @@
+"""Computing the features of one track: the function every executor runs.
+
+``compute_track`` is the one per-track function every executor runs: it
+decodes the track's audio at most once per (sample rate, mono) pair, passes
+values computed in the same task from feature to feature in memory, reads
+other inputs from the store, validates, writes atomically and reports one
+:class:`PairResult` per feature. A failure stops only that feature and its
+descendants for that track.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from klio_dagster.core.audio import Audio, decode
+from klio_dagster.core.features import Feature, FeatureGraph, FeatureOutput
+from klio_dagster.core.formats import as_frame
+from klio_dagster.core.versions import make_data_version
+from klio_dagster.errors import AudioDecodeError, MissingInputError
+from klio_dagster.storage.registry import read_source_uri
+from klio_dagster.storage.stores import FeatureStore, object_name
+
+
+@dataclass(frozen=True)
+class TrackTask:
+    """The features to compute for one track, in topological order."""
+
+    track_id: str
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """The outcome of one (feature, track): an output URI or an error."""
+
+    feature: str
+    track_id: str
+    uri: str | None = None
+    error: str | None = None
+    data_version: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    preview_png_b64: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _TrackInputs:
+    """Lazily loaded inputs of one track: source bytes, decoded audio, stored features."""
+
+    def __init__(self, track_id: str, graph: FeatureGraph, store: FeatureStore):
+        self.track_id, self.graph, self.store = track_id, graph, store
+        self.source_uri: str | None = None
+        self._source: bytes | None = None
+        self._audio: dict[tuple[int | None, bool], Audio] = {}
+        self.values: dict[str, Any] = {}
+
+    def audio(self, sample_rate: int | None, mono: bool) -> Audio:
+        key = (sample_rate, mono)
+        if key not in self._audio:
+            if self._source is None:
+                self.source_uri = read_source_uri(self.store, self.track_id)
+                if self.source_uri is None:
+                    raise AudioDecodeError(
+                        f"track {self.track_id!r} has no registered source: run `klio-dagster ingest` for it"
+                    )
+                self._source = self.store.read_uri(self.source_uri)
+            y, sr = decode(self._source, sr=sample_rate, mono=mono, name=self.source_uri)
+            self._audio[key] = Audio(y, sr)
+        return self._audio[key]
+
+    def value(self, feature: Feature, parent: str) -> Any:
+        if parent not in self.values:
+            upstream = self.graph[parent]
+            try:
+                data = self.store.read_bytes(object_name(parent, self.track_id, upstream.extension))
+            except FileNotFoundError:
+                raise MissingInputError(
+                    f"input {parent!r} of {feature.name!r} is not stored for track {self.track_id!r}: "
+                    f"materialize {parent!r} first (`klio-dagster materialize {feature.name}` does it bottom-up)"
+                ) from None
+            self.values[parent] = upstream.output_format.decode(data)
+        return self.values[parent]
+
+
+def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
+    kwargs: dict[str, Any] = {p: inputs.value(feature, p) for p in feature.inputs}
+    metadata: dict[str, Any] = {}
+    if feature.wants_audio:
+        audio = inputs.audio(feature.sample_rate, feature.mono)
+        kwargs["audio"] = audio
+        metadata.update(sample_rate_hz=audio.sample_rate, duration_s=round(audio.duration_s, 3))
+    if feature.wants_track_id:
+        kwargs["track_id"] = inputs.track_id
+    out = feature.fn(**kwargs)
+    if isinstance(out, FeatureOutput):
+        return FeatureOutput(out.value, {**metadata, **out.metadata}, out.preview_png)
+    return FeatureOutput(out, metadata)
+
+
+def compute_track(task: TrackTask, graph: FeatureGraph, store: FeatureStore) -> list[PairResult]:
+    """Compute ``task.features`` for one track; one result per feature, in order."""
+    inputs = _TrackInputs(task.track_id, graph, store)
+    results: list[PairResult] = []
+    failed: set[str] = set()
+    for name in task.features:
+        feature = graph[name]
+        start = time.perf_counter()
+        try:
+            broken = [p for p in feature.inputs if p in failed]
+            if broken:
+                raise MissingInputError(f"input {broken[0]!r} failed for this track")
+            output = _call(feature, inputs)
+            value, metadata = output.value, dict(output.metadata)
+            if isinstance(value, Audio):
+                metadata.update(sample_rate_hz=value.sample_rate, duration_s=round(value.duration_s, 3))
+            if feature.schema is not None:
+                feature.schema.validate(as_frame(value))
+            data = feature.output_format.encode(value)
+            uri = store.write_bytes(object_name(name, task.track_id, feature.extension), data)
+        except Exception as exc:  # noqa: BLE001 - isolation: any failure is recorded for this pair only
+            failed.add(name)
+            results.append(PairResult(name, task.track_id, error=f"{type(exc).__name__}: {exc}"[:2000]))
+            continue
+        inputs.values[name] = value
+        metadata.update(
+            uri=uri,
+            code_version=feature.code_version,
+            compute_s=round(time.perf_counter() - start, 4),
+            bytes=len(data),
+        )
+        if inputs.source_uri:
+            metadata["source_uri"] = inputs.source_uri
+        digest = hashlib.sha1(data).hexdigest()[:16]
+        preview = base64.b64encode(output.preview_png).decode() if output.preview_png else None
+        results.append(
+            PairResult(name, task.track_id, uri, None, make_data_version(feature.code_version, digest), metadata, preview)
+        )
+    return results

@@ -1,0 +1,1 @@
+"""``klio-dagster demo``: a synthetic catalogue, ingested and computed end to end."""

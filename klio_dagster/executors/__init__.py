@@ -1,0 +1,1 @@
+"""Executors: run the per-track function over many tracks (in-process, local Beam, Dataflow)."""

@@ -1,0 +1,187 @@
+"""Running ``compute_track`` over many tracks as one Apache Beam pipeline.
+
+Locally the pipeline runs on Beam's ``FnApiRunner`` with one SDK worker
+process per core; in production the same pipeline runs on Dataflow. Each
+worker writes a track's results as one small JSON object under a run
+folder of the feature store; the launching step polls that folder, so it
+records materialisations while the pipeline is still computing (and the
+same mechanism works for remote runners, where the store is on GCS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from threadpoolctl import threadpool_limits
+
+from klio_dagster.core.execution import PairResult, TrackTask, compute_track
+from klio_dagster.core.features import FeatureGraph
+from klio_dagster.errors import ConfigurationError
+from klio_dagster.storage.stores import FeatureStore
+
+LOCAL_RUNNER = "FnApiRunner"
+DATAFLOW_RUNNER = "DataflowRunner"
+_RUNS_FOLDER = "_runs"
+
+
+class _ComputeTrack(beam.DoFn):
+    def __init__(self, graph: FeatureGraph, store: FeatureStore, results_folder: str, native_threads: int):
+        self.graph, self.store, self.results_folder = graph, store, results_folder
+        self.native_threads = native_threads
+
+    def setup(self) -> None:
+        if self.native_threads:
+            # Applies to the whole worker process until it exits.
+            threadpool_limits(limits=self.native_threads)
+
+    def process(self, task: TrackTask):
+        results = compute_track(task, self.graph, self.store)
+        payload = json.dumps([r.to_dict() for r in results], default=str).encode()
+        self.store.write_bytes(f"{self.results_folder}/{task.track_id}.json", payload)
+        yield len(results)
+
+
+def _import_roots(graph: FeatureGraph) -> list[str]:
+    """The folders from which the graph's feature modules were imported (for ``a.b.c``, the folder above ``a``)."""
+    roots: list[str] = []
+    for feature in (graph[name] for name in (*graph.names, *graph.external_names)):
+        module = sys.modules.get(feature.fn.__module__)
+        path = getattr(module, "__file__", None)
+        if path:
+            root = str(Path(path).resolve().parents[feature.fn.__module__.count(".")])
+            roots.append(root)
+    return list(dict.fromkeys(roots))
+
+
+@contextmanager
+def _importable_by_workers(graph: FeatureGraph) -> Iterator[None]:
+    """Local workers are new interpreters that unpickle the graph by module name: let them import its modules.
+
+    A location loaded from a file (``dagster dev -f``) or a folder that is not installed is
+    importable here only through ``sys.path``, which child processes do not inherit; their
+    ``PYTHONPATH`` gets those folders while the pipeline starts its workers.
+    """
+    before = os.environ.get("PYTHONPATH")
+    paths = [p for p in (before or "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*_import_roots(graph), *paths]))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def _spread(tasks: Sequence[TrackTask]) -> list[TrackTask]:
+    """Tasks in a stable pseudo-random order.
+
+    The local runner deals a stage's input to its workers in turn, so a
+    pattern in the input order (say, every other file stereo) would land all
+    the costly tracks on one worker. Ordering by a hash of the track ID breaks
+    such patterns and gives the same order on every run.
+    """
+    return sorted(tasks, key=lambda t: hashlib.blake2b(t.track_id.encode(), digest_size=8).digest())
+
+
+@dataclass
+class BeamExecutor:
+    """One Beam pipeline per batch of tracks.
+
+    Parameters
+    ----------
+    runner : str
+        ``"FnApiRunner"`` (local, multi-processing) or ``"DataflowRunner"``.
+    num_workers : int
+        Local SDK worker processes; 0 means one per core.
+    pipeline_args : list of str
+        Extra Beam pipeline options (``--project=...``, ``--region=...``, ...).
+    poll_interval_s : float
+        How often the results folder is listed while the pipeline runs.
+    native_threads : int
+        Threads of the native pools (BLAS, OpenMP) in each worker process; 0
+        keeps the libraries' default of one per core. The default, 1, suits
+        one worker process per core (unlimited, every worker's BLAS calls
+        start a thread per core and the workers slow each other down: a
+        quarter of the reference graph's time, see docs/benchmarks.md), and
+        gives the same bits as :class:`~klio_dagster.execution.InProcessExecutor`.
+    """
+
+    runner: str = LOCAL_RUNNER
+    num_workers: int = 0
+    pipeline_args: list[str] = field(default_factory=list)
+    poll_interval_s: float = 0.5
+    native_threads: int = 1
+
+    def _pipeline(self) -> beam.Pipeline:
+        if self.runner == LOCAL_RUNNER:
+            from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+            workers = self.num_workers or multiprocessing.cpu_count()
+            options = PipelineOptions(
+                self.pipeline_args,
+                direct_running_mode="multi_processing",
+                direct_num_workers=workers,
+                default_sdk_harness_log_level="ERROR",
+            )
+            return beam.Pipeline(runner=FnApiRunner(), options=options)
+        if self.runner == DATAFLOW_RUNNER:
+            return beam.Pipeline(runner=DATAFLOW_RUNNER, options=PipelineOptions(self.pipeline_args))
+        raise ConfigurationError(f"unknown Beam runner {self.runner!r}: use {LOCAL_RUNNER!r} or {DATAFLOW_RUNNER!r}")
+
+    def run(self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore) -> Iterator[list[PairResult]]:
+        if self.runner == DATAFLOW_RUNNER and not store.root_uri.startswith("gs://"):
+            raise ConfigurationError("Dataflow workers cannot reach a local feature store: set KLIO_STORE to gs://bucket/prefix")
+        folder = f"{_RUNS_FOLDER}/{uuid.uuid4().hex}"
+        pipeline = self._pipeline()
+        (
+            pipeline
+            | "Tracks" >> beam.Create(_spread(tasks))
+            | "Spread" >> beam.Reshuffle()
+            | "Compute" >> beam.ParDo(_ComputeTrack(graph, store, folder, self.native_threads))
+        )
+        errors: list[BaseException] = []
+
+        def run_pipeline() -> None:
+            try:
+                pipeline.run().wait_until_finish()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=run_pipeline, name="klio-beam-pipeline", daemon=True)
+        # Workers start while the pipeline runs: their environment is kept until it ends.
+        with _importable_by_workers(graph) if self.runner == LOCAL_RUNNER else nullcontext():
+            thread.start()
+            yield from self._collect(thread, errors, store, folder)
+
+    def _collect(
+        self, thread: threading.Thread, errors: list[BaseException], store: FeatureStore, folder: str
+    ) -> Iterator[list[PairResult]]:
+        """Each track's results as its worker writes them, until the pipeline ends; then the run folder goes."""
+        seen: set[str] = set()
+        try:
+            while True:
+                finished = not thread.is_alive()
+                for name in sorted(store.list_names(folder) - seen):
+                    seen.add(name)
+                    payload = json.loads(store.read_bytes(f"{folder}/{name}"))
+                    yield [PairResult(**r) for r in payload]
+                if finished:
+                    break
+                thread.join(self.poll_interval_s)
+            if errors:
+                raise RuntimeError(f"the Beam pipeline failed: {errors[0]}") from errors[0]
+        finally:
+            store.delete_folder(folder)

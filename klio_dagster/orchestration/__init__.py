@@ -1,0 +1,1 @@
+"""The Dagster glue: the definitions factory, the feature step, resources, partitions, runs."""

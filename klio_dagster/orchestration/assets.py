@@ -1,0 +1,246 @@
+"""Turning a feature graph into Dagster assets and a batched job.
+
+All features of a graph are one ``multi_asset`` (subsettable, partitioned by
+``tracks``, backfills in batches of tracks): one run computes any subset of features
+for any set of tracks in one step, which launches one executor batch (one
+Beam pipeline). Every successful (feature, track) is recorded as one
+materialisation of that partition; a failure is recorded as an
+``AssetObservation`` with ``klio/status = failed`` and its error, and the
+step then fails so that the run shows it.
+"""
+
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    AssetObservation,
+    AssetsDefinition,
+    AssetSpec,
+    BackfillPolicy,
+    Config,
+    Failure,
+    MetadataValue,
+    define_asset_job,
+    in_process_executor,
+    multi_asset,
+)
+from pydantic import Field
+
+from klio_dagster.core.execution import PairResult, TrackTask
+from klio_dagster.core.features import AUDIO, FeatureGraph
+from klio_dagster.core.tracks import validate_track_ids
+from klio_dagster.events.outputs import FeatureDone, OutputEventsResource
+from klio_dagster.orchestration.compat import CODE_VERSION_TAG, DATA_VERSION_TAG, attach_feature_graph
+from klio_dagster.orchestration.partitions import tracks_partitions
+from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource
+from klio_dagster.orchestration.tags import (
+    FAILED,
+    FEATURES_ASSET_NAME,
+    FORMAT_METADATA,
+    SAMPLE_RATE_METADATA,
+    STATUS_TAG,
+)
+from klio_dagster.planning.lineage import plan_from_log
+
+
+class FeatureRunConfig(Config):
+    """What one run computes. Empty ``tracks``: the run's partition key or range (UI runs)."""
+
+    tracks: list[str] = Field(default_factory=list, description="Track IDs (any set, not only a range).")
+    force_features: list[str] | None = Field(
+        default=None,
+        description="Features recomputed even if current; None: every selected feature (the UI's 'Materialize').",
+    )
+
+
+def audio_source_spec(group_name: str = "sources") -> AssetSpec:
+    """The registered source file of every track (recorded by ``klio-dagster ingest``)."""
+    return AssetSpec(
+        AUDIO,
+        partitions_def=tracks_partitions,
+        group_name=group_name,
+        description="Source audio file of each track, registered by ingestion (see `klio-dagster ingest`).",
+        kinds={"audio"},
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _materialization(result: PairResult) -> AssetMaterialization:
+    metadata: dict[str, Any] = {k: _plain(v) for k, v in result.metadata.items()}
+    metadata["uri"] = MetadataValue.path(result.uri or "")
+    if "source_uri" in metadata:
+        metadata["source_uri"] = MetadataValue.path(metadata["source_uri"])
+    if result.preview_png_b64:
+        metadata["preview"] = MetadataValue.md(f"![{result.feature}](data:image/png;base64,{result.preview_png_b64})")
+    return AssetMaterialization(
+        asset_key=result.feature,
+        partition=result.track_id,
+        metadata=metadata,
+        tags={
+            DATA_VERSION_TAG: result.data_version or "",
+            CODE_VERSION_TAG: str(result.metadata.get("code_version", "")),
+        },
+    )
+
+
+def failure_observation(feature: str, track_id: str, error: str) -> AssetObservation:
+    return AssetObservation(
+        asset_key=feature,
+        partition=track_id,
+        metadata={STATUS_TAG: FAILED, "error": MetadataValue.text(error)},
+        tags={STATUS_TAG: FAILED},
+    )
+
+
+def _run_tracks(context: AssetExecutionContext, config: FeatureRunConfig) -> list[str]:
+    if config.tracks:
+        return validate_track_ids(config.tracks)
+    if context.has_partition_key or context.has_partition_key_range:
+        return list(context.partition_keys)
+    raise Failure("this run names no tracks: launch it for partitions, or set config.tracks")
+
+
+def _done(result: PairResult, run_id: str) -> FeatureDone:
+    return FeatureDone(
+        result.feature,
+        result.track_id,
+        result.uri or "",
+        result.data_version or "",
+        str(result.metadata.get("code_version", "")),
+        run_id,
+    )
+
+
+def compute_features(
+    context: AssetExecutionContext,
+    graph: FeatureGraph,
+    config: FeatureRunConfig,
+    store_resource: FeatureStoreResource,
+    executor_resource: FeatureExecutorResource,
+    outputs: OutputEventsResource,
+    output_chunk_tracks: int = 100,
+) -> Iterator[AssetMaterialization | AssetObservation]:
+    """The body of the feature step: plan against lineage, execute, record, announce.
+
+    Output events are published after their materialisations are recorded,
+    every ``output_chunk_tracks`` tracks and at the end.
+    """
+    selected = graph.check_names(k.path[-1] for k in context.selected_asset_keys)
+    tracks = _run_tracks(context, config)
+    force = selected if config.force_features is None else config.force_features
+    work = plan_from_log(context.instance, graph, selected, tracks, force=force, bottom_up=False)
+    tasks = [TrackTask(t, fs) for t, fs in work.features_by_track().items()]
+    context.log.info(
+        f"{len(work.to_compute)} (feature, track) pairs to compute for {len(tasks)} of {len(tracks)} tracks; "
+        f"{len(work.skipped)} already current"
+    )
+    if not tasks:
+        return
+    executor = executor_resource.executor_for(len(tasks))
+    context.log.info(f"executing with {type(executor).__name__}")
+    failed, examples, unannounced, announce_errors = 0, [], [], []
+
+    def announce() -> None:
+        try:
+            outputs.publish(unannounced)
+        except Exception as exc:  # noqa: BLE001 - reported when the step ends; the records stay
+            announce_errors.append(f"{len(unannounced)} output events not published: {type(exc).__name__}: {exc}")
+        unannounced.clear()
+
+    pending = {t.track_id: t for t in tasks}
+    for done, results in enumerate(executor.run(tasks, graph, store_resource.get_store()), 1):
+        if results:
+            pending.pop(results[0].track_id, None)
+        for result in results:
+            if result.ok:
+                yield _materialization(result)
+                if outputs.enabled:
+                    unannounced.append(_done(result, context.run_id))
+            else:
+                failed += 1
+                if len(examples) < 20:
+                    examples.append(f"{result.feature} / {result.track_id}: {result.error}")
+                yield failure_observation(result.feature, result.track_id, result.error or "")
+        if done % 50 == 0:
+            context.log.info(f"{done}/{len(tasks)} tracks done")
+        if done % output_chunk_tracks == 0:
+            announce()
+    announce()
+    for task in pending.values():
+        for feature in task.features:
+            failed += 1
+            yield failure_observation(feature, task.track_id, "the executor returned no result for this track")
+    problems = []
+    if failed:
+        problems.append(f"{failed} (feature, track) pairs failed; the others were recorded.\n" + "\n".join(examples))
+    if announce_errors:
+        problems.append("results were recorded, but output events could not be published:\n" + "\n".join(announce_errors[:5]))
+    if problems:
+        raise Failure(description="\n".join(problems), metadata={"failed_pairs": failed})
+
+
+def build_feature_assets(
+    graph: FeatureGraph,
+    *,
+    name: str = FEATURES_ASSET_NAME,
+    group_name: str = "features",
+    backfill_batch_size: int = 1_000,
+) -> AssetsDefinition:
+    """One subsettable, track-partitioned ``multi_asset`` computing every feature of ``graph``.
+
+    A backfill launched from the UI is split into runs of at most
+    ``backfill_batch_size`` tracks: each is one batch (one Beam pipeline),
+    and a live event's run waits for at most one of them (see ``priority``).
+    """
+    specs = [
+        AssetSpec(
+            f.asset_key,
+            deps=[AssetKey(u) for u in f.upstream()] + [AssetKey.from_coercible(d) for d in f.deps],
+            partitions_def=tracks_partitions,
+            code_version=f.code_version,
+            description=f.description,
+            group_name=group_name,
+            skippable=True,
+            metadata={FORMAT_METADATA: f.output_format.name, **({SAMPLE_RATE_METADATA: f.sample_rate} if f.sample_rate else {})},
+            kinds={"python", f.output_format.name},
+        )
+        for f in graph
+    ]
+
+    @multi_asset(
+        name=name,
+        specs=specs,
+        can_subset=True,
+        partitions_def=tracks_partitions,
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=backfill_batch_size),
+    )
+    def _features(
+        context: AssetExecutionContext,
+        config: FeatureRunConfig,
+        klio_store: FeatureStoreResource,
+        klio_executor: FeatureExecutorResource,
+        klio_output: OutputEventsResource,
+    ):
+        yield from compute_features(context, graph, config, klio_store, klio_executor, klio_output)
+
+    return attach_feature_graph(_features, graph)
+
+
+def build_features_job(assets: AssetsDefinition, name: str | None = None):
+    """The job the CLI and sensors launch: the feature step, in the run's own process.
+
+    Its name defaults to ``"{asset name}_job"``.
+    """
+    return define_asset_job(name or job_name_for(assets), selection=[assets], executor_def=in_process_executor)
+
+
+def job_name_for(assets: AssetsDefinition) -> str:
+    return f"{assets.node_def.name}_job"

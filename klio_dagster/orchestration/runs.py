@@ -1,0 +1,154 @@
+"""Launching batched feature runs and reading back what they did.
+
+The same run description serves the CLI (executed in-process, waited for)
+and sensors (a ``RunRequest`` the daemon queues).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    JobDefinition,
+    RunRequest,
+    RunsFilter,
+)
+
+from klio_dagster.events.priority import LIVE_PRIORITY_TAGS
+from klio_dagster.orchestration.compat import InMemoryJob, create_execution_plan, execute_run_iterator
+from klio_dagster.orchestration.tags import FAILED, PING_TAG, STATUS_TAG, TRACKS_TAG
+from klio_dagster.planning.planner import Pair, Plan
+
+if TYPE_CHECKING:
+    from klio_dagster.orchestration.factory import FeatureLocation
+
+Failure = dict[str, str]
+
+
+def run_request_for(
+    location: FeatureLocation,
+    plan: Plan,
+    force_features: Sequence[str],
+    *,
+    run_key: str | None,
+    tags: dict[str, str],
+) -> RunRequest:
+    """One run computing every pair of ``plan``, for all its tracks.
+
+    The selection is the planned features with all their feature ancestors:
+    the step re-plans and skips what is current, and Dagster never treats an
+    ancestor as an external input (which it cannot resolve for a run over an
+    arbitrary set of partitions rather than a key or a range).
+    """
+    tracks = list(plan.features_by_track())
+    return RunRequest(
+        run_key=run_key,
+        asset_selection=[AssetKey(f) for f in location.graph.with_ancestors(plan.features)],
+        run_config=location.run_config(tracks, force_features),
+        tags={**tags, TRACKS_TAG: str(len(tracks))},
+    )
+
+
+IN_FLIGHT = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+
+
+def pairs_in_flight(instance: DagsterInstance) -> set[Pair]:
+    """(feature, track) pairs that live runs, queued or running, were asked to make current.
+
+    A run's selection times its tracks: a superset of what it computes (it
+    skips what is current when it starts), which is what deduplication needs.
+    """
+    pairs: set[Pair] = set()
+    for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT, tags=LIVE_PRIORITY_TAGS)):
+        for op in (run.run_config or {}).get("ops", {}).values():
+            tracks = op.get("config", {}).get("tracks", [])
+            pairs.update((key.path[-1], t) for key in run.asset_selection or () for t in tracks)
+    return pairs
+
+
+@dataclass
+class RunOutcome:
+    """What one run recorded: computed pairs, failed pairs with their errors, and step errors."""
+
+    run_id: str
+    computed: list[Pair] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    step_errors: list[str] = field(default_factory=list)
+
+
+def execute_run(
+    job: JobDefinition,
+    instance: DagsterInstance,
+    request: RunRequest,
+    on_pair_done: Callable[[], None] | None = None,
+) -> RunOutcome:
+    """Execute a run request in this process, against ``instance``, and wait for it.
+
+    Events are streamed to the instance and not kept in memory (unlike
+    ``execute_in_process``, which keeps every event of the run), so memory
+    stays flat however many tracks the run has; the outcome is then read
+    back from the event log in pages. ``on_pair_done`` is called once per
+    recorded (feature, track), success or failure: a progress hook.
+    """
+    selection = frozenset(request.asset_selection or [])
+    subset = job.get_subset(asset_selection=selection) if selection else job
+    # Failures are reported by the caller and kept in the event log: keep the console quiet.
+    run_config = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}, **request.run_config}
+    plan = create_execution_plan(subset, run_config=run_config, instance_ref=instance.get_ref())
+    run = instance.create_run_for_job(
+        job_def=subset,
+        run_config=run_config,
+        tags={**job.run_tags, **request.tags},
+        asset_selection=selection or None,
+        execution_plan=plan,
+    )
+    for event in execute_run_iterator(InMemoryJob(subset), run, instance):
+        if on_pair_done and event.event_type in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION):
+            on_pair_done()
+    return read_outcome(instance, run.run_id)
+
+
+def read_outcome(instance: DagsterInstance, run_id: str, page_size: int = 500) -> RunOutcome:
+    """Computed and failed pairs of a finished run, from its event log.
+
+    Pages are small because each record carries its metadata (previews included).
+    """
+    outcome = RunOutcome(run_id)
+    kinds = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION, DagsterEventType.STEP_FAILURE}
+    cursor = None
+    while True:
+        page = instance.get_records_for_run(run_id, cursor=cursor, of_type=kinds, limit=page_size)
+        for record in page.records:
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                m = event.step_materialization_data.materialization
+                outcome.computed.append((m.asset_key.path[-1], m.partition))
+            elif event.event_type == DagsterEventType.ASSET_OBSERVATION:
+                o = event.asset_observation_data.asset_observation
+                if o.tags.get(STATUS_TAG) == FAILED:
+                    outcome.failed.append({"feature": o.asset_key.path[-1], "track": o.partition, "error": o.metadata["error"].value})
+            elif event.step_failure_data.error:
+                outcome.step_errors.append(event.step_failure_data.error.message.strip())
+        cursor = page.cursor
+        if not page.has_more:
+            break
+    return outcome
+
+
+def record_ping(instance: DagsterInstance, plan: Plan) -> list[Pair]:
+    """Record that the plan was walked: one observation per pair, nothing computed."""
+    walked = [(p, "compute") for p in plan.to_compute] + [(p, "skip") for p in plan.skipped]
+    for (feature, track), decision in walked:
+        instance.report_runless_asset_event(
+            AssetObservation(feature, partition=track, metadata={PING_TAG: decision}, tags={PING_TAG: decision})
+        )
+    return [pair for pair, _ in walked]

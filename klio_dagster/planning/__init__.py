@@ -1,0 +1,1 @@
+"""Planning: what to compute, from lineage (skip, stale, force, ping, bottom-up)."""

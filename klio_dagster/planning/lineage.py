@@ -1,0 +1,55 @@
+"""Lineage from Dagster's event log, and the planner run against it.
+
+For each feature two batched queries (latest data version and latest storage
+ID per partition), never one per track. A feature's data version is
+``"{code_version}:{content digest}"``, so the code version an output was
+made with is read from an indexed tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from dagster import AssetKey, DagsterEventType, DagsterInstance
+
+from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.versions import code_version_of
+from klio_dagster.orchestration.compat import DATA_VERSION_TAG
+from klio_dagster.planning.planner import FeatureLineage, Plan, plan
+
+#: Above this many tracks, one query over all partitions beats a huge IN clause.
+_MAX_FILTERED_PARTITIONS = 500
+
+def load_lineage(instance: DagsterInstance, features: Iterable[str], tracks: Sequence[str] | None) -> dict[str, FeatureLineage]:
+    """Latest materialisation state of ``features`` for ``tracks`` (``None``: all tracks)."""
+    storage = instance.event_log_storage
+    partitions = list(tracks) if tracks is not None and len(tracks) <= _MAX_FILTERED_PARTITIONS else None
+    lineage = {}
+    for name in features:
+        key = AssetKey(name)
+        tags = storage.get_latest_tags_by_partition(
+            key, DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG], asset_partitions=partitions
+        )
+        ids = storage.get_latest_storage_id_by_partition(
+            key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(partitions) if partitions else None
+        )
+        lineage[name] = FeatureLineage(
+            code_versions={t: code_version_of(v[DATA_VERSION_TAG]) for t, v in tags.items() if DATA_VERSION_TAG in v},
+            storage_ids=dict(ids),
+        )
+    return lineage
+
+
+def plan_from_log(
+    instance: DagsterInstance,
+    graph: FeatureGraph,
+    features: Iterable[str],
+    tracks: Sequence[str],
+    *,
+    force: Iterable[str] = (),
+    bottom_up: bool = True,
+) -> Plan:
+    """:func:`plan` against the event log, loading the lineage of ``features`` and their ancestors."""
+    requested = list(features)
+    lineage = load_lineage(instance, [*graph.with_ancestors(requested), *graph.external_names], tracks)
+    return plan(graph, lineage, requested, tracks, force=force, bottom_up=bottom_up)

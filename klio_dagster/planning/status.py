@@ -1,0 +1,59 @@
+"""Per-track status: the state of every feature, from the event log."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+from klio_dagster.core.features import AUDIO, FeatureGraph
+from klio_dagster.orchestration.compat import CODE_VERSION_TAG
+from klio_dagster.orchestration.tags import FAILED, PING_TAG, STATUS_TAG
+from klio_dagster.planning.lineage import load_lineage
+from klio_dagster.planning.planner import state_of
+from klio_dagster.storage.registry import read_source_uri
+from klio_dagster.storage.stores import FeatureStore
+
+_RECENT_OBSERVATIONS = 20
+#: Metadata left out of a status row: the UI's preview image.
+_NOT_SHOWN = frozenset({"preview"})
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat() if timestamp else None
+
+
+def track_status(instance: DagsterInstance, graph: FeatureGraph, store: FeatureStore, track: str) -> list[dict[str, Any]]:
+    """One row per feature (``audio`` first): state, code version, run, time, URI, metadata, last error and ping."""
+    source = read_source_uri(store, track)
+    rows: list[dict[str, Any]] = [
+        {"feature": AUDIO, "state": "materialized" if source else "missing", "code_version": None,
+         "run_id": None, "timestamp": None, "uri": source}
+    ]
+    lineage = load_lineage(instance, graph.names, [track])
+    for feature in graph:
+        records_filter = AssetRecordsFilter(asset_key=AssetKey(feature.name), asset_partitions=[track])
+        materialized = instance.fetch_materializations(records_filter, limit=1).records
+        observations = instance.fetch_observations(records_filter, limit=_RECENT_OBSERVATIONS).records
+        failure = next((o for o in observations if o.asset_observation and o.asset_observation.tags.get(STATUS_TAG) == FAILED), None)
+        ping = next((o for o in observations if o.asset_observation and PING_TAG in o.asset_observation.tags), None)
+        row: dict[str, Any] = {"feature": feature.name, "state": state_of(graph, lineage, feature.name, track),
+                               "code_version": None, "run_id": None, "timestamp": None, "uri": None}
+        if materialized:
+            record = materialized[0]
+            m = record.asset_materialization
+            row.update(
+                code_version=m.tags.get(CODE_VERSION_TAG) if m else None,
+                run_id=record.run_id,
+                timestamp=_iso(record.timestamp),
+                uri=m.metadata["uri"].value if m and "uri" in m.metadata else None,
+                metadata={k: v.value for k, v in m.metadata.items() if k not in _NOT_SHOWN} if m else {},
+            )
+        if failure and (not materialized or failure.storage_id > materialized[0].storage_id):
+            row.update(state=FAILED, run_id=failure.run_id, timestamp=_iso(failure.timestamp),
+                       error=failure.asset_observation.metadata["error"].value)
+        if ping:
+            row.update(last_ping=_iso(ping.timestamp), ping_decision=ping.asset_observation.tags[PING_TAG])
+        rows.append(row)
+    return rows

@@ -1,0 +1,1 @@
+"""Storage: feature stores (local, GCS), source records, and reading source files."""
