@@ -156,6 +156,13 @@ def _processes_of(home: Path) -> set[int]:
     return found
 
 
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return "?"
+
+
 @contextmanager
 def run_queue(klio_env: Path) -> Iterator[RunQueue]:
     """The instance in ``$DAGSTER_HOME`` with a workspace of the ``definitions`` location.
@@ -187,7 +194,7 @@ def run_queue(klio_env: Path) -> Iterator[RunQueue]:
             deadline = time.time() + 30
             while _processes_of(home) and time.time() < deadline:
                 time.sleep(0.2)
-            left = _processes_of(home)
+            left = {pid: _command_line(pid) for pid in _processes_of(home)}
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
