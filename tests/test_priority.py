@@ -190,8 +190,10 @@ def run_queue(klio_env: Path) -> Iterator[RunQueue]:
                             instance.run_launcher.terminate(run.run_id)
                     rq.wait_finished([r.run_id for r in active])
         finally:
-            # The code server exits once its run workers have: give it time, then make sure.
-            deadline = time.time() + 30
+            # The code server exits once its run workers have. A terminated run worker's exit (its
+            # interpreter teardown with Beam and numba loaded) took over 30 s under two busy loops:
+            # wait for exit, not for a time. Only a process that does not exit fails this.
+            deadline = time.time() + 180
             while _processes_of(home) and time.time() < deadline:
                 time.sleep(0.2)
             left = {pid: _command_line(pid) for pid in _processes_of(home)}
