@@ -41,14 +41,14 @@ def _graphql(port: int, query: str) -> dict:
 
 
 @contextmanager
-def running_dagster_dev(klio_env: Path) -> Iterator[int]:
-    """`dagster dev -w workspace.yaml` with this process's environment; yields its port once it serves."""
+def running_dagster_dev(klio_env: Path, target: tuple[str, ...] = ("-w", "workspace.yaml"), cwd: Path = REPO) -> Iterator[int]:
+    """`dagster dev` (default: `-w workspace.yaml`) with this process's environment; yields its port once it serves."""
     port = free_port()
     log = open(klio_env / "dagster-dev.log", "w")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml", "-p", str(port), "-h", "127.0.0.1"],
-        cwd=REPO,
-        env={**os.environ},
+        [str(Path(sys.executable).with_name("dagster")), "dev", *target, "-p", str(port), "-h", "127.0.0.1"],
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # dagster dev ignores SIGTERM from a non-interactive shell otherwise
@@ -137,3 +137,40 @@ def test_pubsub_deployment_needs_only_environment_variables(klio_env, catalogue,
             assert code == 0, out
             states = wait_until_materialized(cli, klio_env, track.track_id, 240)
     assert {"downsample", "beat_tracking", "energy", "speechiness", "instrumentalness", "spectrogram"} <= set(states)
+
+
+def test_the_docs_example_serves_from_a_file_and_its_sensor_computes_a_published_track(klio_env, catalogue, tmp_path, monkeypatch):
+    """docs/features.md's location, as a new team runs it: `dagster dev -f my_features.py`, then publish."""
+    from test_docs_example import docs_example
+
+    folder = tmp_path / "team"
+    folder.mkdir()
+    (folder / "my_features.py").write_text(docs_example())
+    monkeypatch.setenv("KLIO_DEFINITIONS", str(folder / "my_features.py"))
+    with running_dagster_dev(klio_env, ("-f", "my_features.py"), cwd=folder):
+        track = catalogue[3]
+        code, out = cli_publish(track)
+        assert code == 0, out
+        deadline = time.time() + 240
+        states: dict[str, str] = {}
+        while time.time() < deadline:
+            done = subprocess.run(
+                [str(Path(sys.executable).with_name("klio-dagster")), "status", track.track_id, "--json"],
+                cwd=klio_env, capture_output=True, text=True, timeout=120,
+            )
+            if done.returncode == 0:
+                states = {row["feature"]: row["state"] for row in json.loads(done.stdout)}
+                if states.get("onsets") == "materialized":
+                    break
+            time.sleep(3)
+        assert states == {"audio": "materialized", "mono16k": "materialized", "onsets": "materialized"}, (
+            states, (klio_env / "dagster-dev.log").read_text()[-3000:]
+        )
+
+
+def cli_publish(track) -> tuple[int, str]:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("klio-dagster")), "publish", track.track_id, "--uri", str(track.path), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    return done.returncode, done.stdout + done.stderr
