@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from pubsub_emulator import PROJECT, create_topic_and_subscription, emulator_command
-from servers import free_port, local_server
+from servers import free_port, local_server, stop
 
 from klio_dagster.events.local_queue import LocalQueue
 from klio_dagster.events.messages import TrackEvent
@@ -65,11 +64,7 @@ def running_dagster_dev(klio_env: Path, target: tuple[str, ...] = ("-w", "worksp
             pytest.fail("dagster dev did not serve within 120 s:\n" + (klio_env / "dagster-dev.log").read_text()[-3000:])
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
         log.close()
 
 
