@@ -108,3 +108,13 @@ def test_a_missing_or_broken_location_is_one_line_and_exit_2(tmp_path, klio_env,
     code, _, err = klio("plan", "onsets", "--all-tracks", cwd=tmp_path, env=clean_env(klio_env, KLIO_DEFINITIONS=target))
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_the_second_teams_location_works_by_module_name(klio_env):
+    """KLIO_DEFINITIONS=examples.harmony used to fail with AttributeError: no attribute 'features_job'."""
+    env = clean_env(klio_env, KLIO_DEFINITIONS="examples.harmony")
+    code, out, err = klio("plan", "key", "--all-tracks", cwd=REPO, env=env)
+    assert code == 0, err
+    assert out == {"to_compute": [], "skipped": []}
+    code, _, err = klio("plan", "energy", "--all-tracks", cwd=REPO, env=env)
+    assert code == 2 and "unknown feature(s) ['energy']" in err

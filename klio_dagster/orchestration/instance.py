@@ -20,13 +20,9 @@ _EARLIER_CONFIGS = (
 )
 
 
-def write_local_instance_config(home: Path) -> bool:
-    """Create ``home`` with klio-dagster's ``dagster.yaml`` unless it has one of its own; True if written."""
+def write_local_instance_config(home: Path) -> None:
+    """Create ``home`` with klio-dagster's ``dagster.yaml``, unless it has one of its own."""
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if config.exists() and config.read_text() not in _EARLIER_CONFIGS:
-        return False
-    if config.exists() and config.read_text() == INSTANCE_CONFIG:
-        return False
-    config.write_text(INSTANCE_CONFIG)
-    return True
+    if not config.exists() or config.read_text() in _EARLIER_CONFIGS:
+        config.write_text(INSTANCE_CONFIG)

@@ -4,9 +4,8 @@ Dagster's own tag names (data version, code version, priority, backfill) are
 in :mod:`klio_dagster.orchestration.compat`.
 """
 
-#: Default name of a feature graph's multi-asset (its op name in run config) and of its job.
+#: Default name of a feature graph's multi-asset: its op name in run config, and its job's prefix.
 FEATURES_ASSET_NAME = "klio_features"
-FEATURES_JOB_NAME = "klio_features_job"
 
 #: Observation tag and metadata key of a failed (feature, track), with its value.
 STATUS_TAG = "klio/status"
