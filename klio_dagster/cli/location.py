@@ -70,7 +70,7 @@ def _import_target(target: str) -> ModuleType:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         _add_import_path(folder)
-        sys.modules[name] = module  # importable by this name in Beam workers too (see _add_import_path)
+        sys.modules[name] = module  # pickled by reference: Beam workers import it by this name
         spec.loader.exec_module(module)
         return module
     _add_import_path(str(Path.cwd()))
@@ -78,12 +78,9 @@ def _import_target(target: str) -> ModuleType:
 
 
 def _add_import_path(folder: str) -> None:
-    """Make modules in ``folder`` importable here and in the worker processes this command starts."""
+    """Make modules in ``folder`` importable here (the Beam executor passes the folder on to its workers)."""
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if folder not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([folder, *paths])
 
 
 def load_definitions(target: str | None = None) -> Definitions:
