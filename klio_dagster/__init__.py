@@ -24,6 +24,7 @@ _EXPORTS = {
     "tracks_partitions": "orchestration.partitions",
     "FeatureExecutorResource": "orchestration.resources",
     "FeatureStoreResource": "orchestration.resources",
+    "TrackSourcesResource": "orchestration.resources",
     "AudioDecodeError": "errors",
     "ConfigurationError": "errors",
     "FeatureGraphError": "errors",
@@ -35,9 +36,12 @@ _EXPORTS = {
     "LocationError": "errors",
     "MissingInputError": "errors",
     "PubSubUnavailable": "errors",
+    "SourceNotAllowed": "errors",
     "StoreError": "errors",
+    "TrackTooLong": "errors",
     "UnknownFormat": "errors",
     "PairResult": "core.execution",
+    "TrackLimits": "core.execution",
     "TrackTask": "core.execution",
     "compute_track": "core.execution",
     "AUDIO": "core.features",
@@ -61,11 +65,12 @@ _EXPORTS = {
     "GCSFeatureStore": "storage.stores",
     "LocalFeatureStore": "storage.stores",
     "open_store": "storage.stores",
+    "SourcePolicy": "storage.sources",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from klio_dagster.core.execution import PairResult, TrackTask, compute_track
+    from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, compute_track
     from klio_dagster.core.features import AUDIO, Audio, Feature, FeatureGraph, FeatureOutput, feature
     from klio_dagster.core.tracks import TRACK_ID_PATTERN, validate_track_id
     from klio_dagster.errors import (
@@ -80,7 +85,9 @@ if TYPE_CHECKING:
         LocationError,
         MissingInputError,
         PubSubUnavailable,
+        SourceNotAllowed,
         StoreError,
+        TrackTooLong,
         UnknownFormat,
     )
     from klio_dagster.events.local_sensor import LocalQueueResource, build_local_queue_sensor
@@ -97,7 +104,8 @@ if TYPE_CHECKING:
     )
     from klio_dagster.orchestration.factory import FeatureLocation, build_feature_definitions, find_feature_location
     from klio_dagster.orchestration.partitions import tracks_partitions
-    from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource
+    from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource, TrackSourcesResource
+    from klio_dagster.storage.sources import SourcePolicy
     from klio_dagster.storage.stores import FeatureStore, GCSFeatureStore, LocalFeatureStore, open_store
 
 

@@ -30,6 +30,10 @@ class InvalidSourceUri(KlioError, ValueError):
     """A source location that klio-dagster cannot read (an unsupported scheme)."""
 
 
+class SourceNotAllowed(InvalidSourceUri):
+    """A source named by an event outside the allowed roots, or not a regular file, or too large."""
+
+
 class InvalidMessage(KlioError, ValueError):
     """A message that cannot be turned into a track event; the reason says why (it is dead-lettered)."""
 
@@ -46,8 +50,16 @@ class AudioDecodeError(KlioError):
     """A source file that is missing, empty or cannot be decoded."""
 
 
+class TrackTooLong(AudioDecodeError):
+    """A source longer than the configured maximum duration: that track fails alone."""
+
+
 class MissingInputError(KlioError):
     """A feature's input is neither stored nor computed in the same run."""
+
+
+class WorkerLost(KlioError, RuntimeError):
+    """An executor's worker process died (a crash in native code, the OOM killer): its tracks have no result."""
 
 
 class StoreError(KlioError):

@@ -14,7 +14,13 @@ from typing import Any
 
 from dagster import EnvVar
 
-from klio_dagster import FeatureExecutorResource, FeatureStoreResource, LocalQueueResource, OutputEventsResource
+from klio_dagster import (
+    FeatureExecutorResource,
+    FeatureStoreResource,
+    LocalQueueResource,
+    OutputEventsResource,
+    TrackSourcesResource,
+)
 from klio_dagster.events.pubsub import PubSubSourceResource
 
 
@@ -29,6 +35,10 @@ def local_resources() -> dict[str, Any]:
         "klio_store": FeatureStoreResource(uri=env_or_default("KLIO_STORE")),
         "klio_executor": FeatureExecutorResource(mode="auto"),
         "klio_queue": LocalQueueResource(path=env_or_default("KLIO_QUEUE")),
+        "klio_sources": TrackSourcesResource(
+            allowed_roots=env_or_default("KLIO_ALLOWED_SOURCES"),
+            **({"max_duration_s": float(os.environ["KLIO_MAX_TRACK_SECONDS"])} if os.environ.get("KLIO_MAX_TRACK_SECONDS") else {}),
+        ),
         "klio_output": OutputEventsResource(
             topic=os.environ.get("KLIO_PUBSUB_OUTPUT_TOPIC", ""),
             local_queue=os.environ.get("KLIO_OUTPUT_QUEUE", ""),

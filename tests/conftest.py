@@ -34,8 +34,9 @@ def catalogue(tmp_path_factory) -> list[DemoTrack]:
 
 
 @pytest.fixture
-def klio_env(tmp_path, monkeypatch) -> Path:
-    """A fresh Dagster instance, feature store and queue for one test."""
+def klio_env(tmp_path, tmp_path_factory, monkeypatch) -> Path:
+    """A fresh Dagster instance, feature store and queue for one test; events may name sources in any test folder."""
+    monkeypatch.setenv("KLIO_ALLOWED_SOURCES", str(tmp_path_factory.getbasetemp()))
     for name, sub in (("DAGSTER_HOME", "home"), ("KLIO_STORE", "store"), ("KLIO_QUEUE", "queue"), ("KLIO_DATA", "data")):
         (tmp_path / sub).mkdir()
         monkeypatch.setenv(name, str(tmp_path / sub))

@@ -1,5 +1,8 @@
 """Features that report on the process computing them (importable by Beam workers via PYTHONPATH)."""
 
+import os
+import signal
+
 from threadpoolctl import threadpool_info
 
 from klio_dagster import Audio, FeatureGraph, FeatureOutput, feature
@@ -13,3 +16,14 @@ def blas_threads(audio: Audio) -> FeatureOutput:
 
 
 probe_graph = FeatureGraph([blas_threads])
+
+
+@feature(code_version="1", output="json")
+def dies_on_crash_tracks(audio: Audio, track_id: str) -> dict:
+    """Kills the process computing it for tracks whose ID contains ``crash`` (a native crash, the OOM killer)."""
+    if "crash" in track_id:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"seconds": audio.duration_s}
+
+
+crash_graph = FeatureGraph([dies_on_crash_tracks])

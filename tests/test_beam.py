@@ -19,6 +19,7 @@ from klio_dagster import (
     build_feature_definitions,
 )
 from klio_dagster.executors.beam import BeamExecutor
+from klio_dagster.orchestration.resources import TrackSourcesResource
 from klio_dagster.planning.lineage import load_lineage
 from klio_dagster.planning.planner import plan
 from klio_dagster.storage.registry import record_sources
@@ -33,6 +34,7 @@ def beam_definitions(store_uri: str) -> Definitions:
             "klio_store": FeatureStoreResource(uri=store_uri),
             "klio_executor": FeatureExecutorResource(mode="beam", num_workers=2),
             "klio_output": OutputEventsResource(),
+            "klio_sources": TrackSourcesResource(),
         },
     )
 

@@ -23,7 +23,7 @@ def test_demo_twice_in_a_row_fills_every_row(cli, klio_env):
 
 
 def test_demo_exits_1_and_names_every_pair_not_recorded(cli, klio_env, capsys):
-    audio = klio_env / "data" / "demo_audio"
+    audio = klio_env / "data" / "media" / "demo"
     audio.mkdir(parents=True)
     (audio / "demo-001-music.flac").write_bytes(b"fLaC but not really")  # the demo keeps files already there
     code, out = cli("demo", "--tracks", "3", "--duration", "4")

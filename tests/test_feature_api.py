@@ -22,6 +22,7 @@ from klio_dagster import (
 )
 from klio_dagster.core.formats import FORMATS
 from klio_dagster.orchestration.partitions import ingest
+from klio_dagster.orchestration.resources import TrackSourcesResource
 from klio_dagster.planning.lineage import load_lineage
 from klio_dagster.planning.planner import plan
 
@@ -101,6 +102,7 @@ def test_features_and_plain_assets_in_one_location(klio_env, catalogue):
         "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
         "klio_executor": FeatureExecutorResource(mode="in_process"),
         "klio_output": OutputEventsResource(),
+        "klio_sources": TrackSourcesResource(),
     }
     defs = build_feature_definitions(graph, name="peaks", assets=[loudness_reference, peak_report], resources=resources)
     features = defs.get_assets_def("peak")

@@ -12,6 +12,7 @@ from examples.reference_graph import reference_graph as graph
 from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource, build_feature_definitions
 from klio_dagster.events.klio_messages import KlioMessage, parse_message
 from klio_dagster.events.local_queue import LocalQueue
+from klio_dagster.orchestration.resources import TrackSourcesResource
 from klio_dagster.planning.lineage import plan_from_log
 from resources import profile_resources
 
@@ -25,6 +26,7 @@ def materialize_with_outputs(klio_env, tracks: list[str], output: OutputEventsRe
             "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
             "klio_executor": FeatureExecutorResource(mode="in_process"),
             "klio_output": output,
+            "klio_sources": TrackSourcesResource(),
         },
     )
     instance = DagsterInstance.get()

@@ -15,6 +15,7 @@ from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEv
 from klio_dagster.events.klio_messages import KlioMessage
 from klio_dagster.events.pubsub import PubSubSourceResource, build_pubsub_sensor
 from klio_dagster.orchestration.partitions import registered_tracks
+from klio_dagster.orchestration.resources import TrackSourcesResource
 from klio_dagster.orchestration.runs import execute_run
 from klio_dagster.orchestration.ticks import evaluate_tick
 
@@ -53,6 +54,7 @@ def definitions(klio_env, sub, dead, ack_deadline_s=300, output_topic=""):
             "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
             "klio_executor": FeatureExecutorResource(mode="in_process"),
             "klio_output": OutputEventsResource(topic=output_topic),
+            "klio_sources": TrackSourcesResource(),
             "klio_pubsub": PubSubSourceResource(subscription=sub, dead_letter_topic=dead, ack_deadline_s=ack_deadline_s),
         },
     )

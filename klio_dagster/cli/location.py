@@ -22,6 +22,7 @@ from klio_dagster.core.features import FeatureGraph
 from klio_dagster.errors import LocationError
 from klio_dagster.orchestration.factory import FeatureLocation, find_feature_location
 from klio_dagster.orchestration.instance import write_local_instance_config
+from klio_dagster.orchestration.run_health import clean_up_after_dead_runs
 from klio_dagster.storage.stores import FeatureStore
 
 DEFAULT_LOCATION = "definitions"
@@ -115,4 +116,12 @@ def load_location(target: str | None = None) -> Location:
             store = store_resource.get_store()
     except KeyError:
         raise LocationError("the code location has no `klio_store` resource (a FeatureStoreResource)") from None
-    return Location(defs, features, job, DagsterInstance.get(), store)
+    instance = DagsterInstance.get()
+    dead, removed = clean_up_after_dead_runs(instance, store)
+    if dead or removed:
+        print(
+            f"note: {len(dead)} runs whose process had died were marked failed, {len(removed)} stale results folders "
+            "removed",
+            file=sys.stderr,
+        )
+    return Location(defs, features, job, instance, store)

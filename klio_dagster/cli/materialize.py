@@ -9,30 +9,47 @@ from typing import Any
 from klio_dagster.cli.location import load_location
 from klio_dagster.cli.output import EXIT_FAILED, EXIT_OK, emit, progress
 from klio_dagster.cli.plan import add_request_arguments, plan_request
-from klio_dagster.orchestration.runs import execute_run, record_ping, run_request_for
+from klio_dagster.orchestration.runs import execute_plan, record_ping
 from klio_dagster.orchestration.tags import BOTTOM_UP, MODE_TAG, SOURCE_TAG
 
 
 def run(args: argparse.Namespace) -> int:
     loc = load_location()
     features, work = plan_request(args, loc)
-    payload: dict[str, Any] = {"computed": [], "skipped": [list(p) for p in work.skipped], "failed": [], "pinged": [], "run_ids": []}
+    payload: dict[str, Any] = {
+        "computed": [],
+        "computed_by_other_runs": [],
+        "skipped": [list(p) for p in work.skipped],
+        "failed": [],
+        "pinged": [],
+        "run_ids": [],
+    }
     step_errors: list[str] = []
     if args.ping:
         payload["pinged"] = [list(p) for p in record_ping(loc.instance, work)]
     elif work.to_compute:
-        request = run_request_for(
-            loc.features, work, features if args.force else [], run_key=None, tags={SOURCE_TAG: "cli", MODE_TAG: BOTTOM_UP}
-        )
         with progress("materialize", len(work.to_compute)) as bar:
-            outcome = execute_run(loc.job, loc.instance, request, on_pair_done=bar.update)
-        payload.update(computed=[list(p) for p in outcome.computed], failed=outcome.failed, run_ids=[outcome.run_id])
-        if not outcome.failed:  # errors beyond pairs (e.g. output events not published); the results stand
-            step_errors = outcome.step_errors
-        recorded = set(outcome.computed) | {(x["feature"], x["track"]) for x in outcome.failed}
-        payload["missing"] = [list(p) for p in work.to_compute if p not in recorded]
+            outcome = execute_plan(
+                loc.features,
+                loc.job,
+                loc.instance,
+                work,
+                features if args.force else [],
+                tags={SOURCE_TAG: "cli", MODE_TAG: BOTTOM_UP},
+                on_pair_done=bar.update,
+            )
+        payload.update(
+            computed=[list(p) for p in outcome.computed],
+            computed_by_other_runs=[list(p) for p in outcome.computed_elsewhere],
+            failed=outcome.failed,
+            run_ids=outcome.run_ids,
+            waited_for_runs=outcome.waited_for,
+            missing=[list(p) for p in outcome.missing],
+        )
+        step_errors = outcome.step_errors  # errors beyond pairs (e.g. output events not published); the results stand
     rows = (
         [[f, t, "computed", ""] for f, t in payload["computed"]]
+        + [[f, t, "computed by another run", ""] for f, t in payload["computed_by_other_runs"]]
         + [[x["feature"], x["track"], "failed", x["error"][:80]] for x in payload["failed"]]
         + [[f, t, "skipped", ""] for f, t in payload["skipped"]]
         + [[f, t, "pinged", ""] for f, t in payload["pinged"]]

@@ -21,8 +21,31 @@ from klio_dagster.core.features import Feature, FeatureGraph, FeatureOutput
 from klio_dagster.core.formats import as_frame
 from klio_dagster.core.versions import make_data_version
 from klio_dagster.errors import AudioDecodeError, MissingInputError
-from klio_dagster.storage.registry import read_source_uri
+from klio_dagster.storage.registry import read_source_record
+from klio_dagster.storage.sources import DEFAULT_MAX_SOURCE_BYTES, SourcePolicy
 from klio_dagster.storage.stores import FeatureStore, object_name
+
+#: Longer tracks fail alone (see docs/architecture.md for the memory this bounds).
+DEFAULT_MAX_DURATION_S = 3 * 3600.0
+
+
+@dataclass(frozen=True)
+class TrackLimits:
+    """What one track may cost a worker.
+
+    Attributes
+    ----------
+    max_source_bytes : int
+        Largest source file read, in bytes.
+    max_duration_s : float
+        Longest track decoded, in seconds; a longer track fails alone with :class:`TrackTooLong`.
+    source_policy : SourcePolicy, optional
+        Allowed roots, checked again when reading a source that an event named.
+    """
+
+    max_source_bytes: int = DEFAULT_MAX_SOURCE_BYTES
+    max_duration_s: float = DEFAULT_MAX_DURATION_S
+    source_policy: SourcePolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -56,24 +79,22 @@ class PairResult:
 class _TrackInputs:
     """Lazily loaded inputs of one track: source bytes, decoded audio, stored features."""
 
-    def __init__(self, track_id: str, graph: FeatureGraph, store: FeatureStore):
-        self.track_id, self.graph, self.store = track_id, graph, store
+    def __init__(self, track_id: str, graph: FeatureGraph, store: FeatureStore, limits: TrackLimits):
+        self.track_id, self.graph, self.store, self.limits = track_id, graph, store, limits
         self.source_uri: str | None = None
-        self._source: bytes | None = None
         self._audio: dict[tuple[int | None, bool], Audio] = {}
         self.values: dict[str, Any] = {}
 
     def audio(self, sample_rate: int | None, mono: bool) -> Audio:
         key = (sample_rate, mono)
         if key not in self._audio:
-            if self._source is None:
-                self.source_uri = read_source_uri(self.store, self.track_id)
-                if self.source_uri is None:
-                    raise AudioDecodeError(
-                        f"track {self.track_id!r} has no registered source: run `klio-dagster ingest` for it"
-                    )
-                self._source = self.store.read_uri(self.source_uri)
-            y, sr = decode(self._source, sr=sample_rate, mono=mono, name=self.source_uri)
+            record = read_source_record(self.store, self.track_id)
+            if record is None:
+                raise AudioDecodeError(f"track {self.track_id!r} has no registered source: run `klio-dagster ingest` for it")
+            self.source_uri = record.uri
+            policy = self.limits.source_policy if record.from_event else None
+            with self.store.open_source(record.uri, max_bytes=self.limits.max_source_bytes, policy=policy) as fh:
+                y, sr = decode(fh.read(), sr=sample_rate, mono=mono, name=record.uri)
             self._audio[key] = Audio(y, sr)
         return self._audio[key]
 
@@ -106,9 +127,11 @@ def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
     return FeatureOutput(out, metadata)
 
 
-def compute_track(task: TrackTask, graph: FeatureGraph, store: FeatureStore) -> list[PairResult]:
-    """Compute ``task.features`` for one track; one result per feature, in order."""
-    inputs = _TrackInputs(task.track_id, graph, store)
+def compute_track(
+    task: TrackTask, graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
+) -> list[PairResult]:
+    """Compute ``task.features`` for one track within ``limits``; one result per feature, in order."""
+    inputs = _TrackInputs(task.track_id, graph, store, limits or TrackLimits())
     results: list[PairResult] = []
     failed: set[str] = set()
     for name in task.features:

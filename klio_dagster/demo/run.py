@@ -80,7 +80,7 @@ def run_demo(loc: Location, *, n_tracks: int = 12, duration_s: float = 180.0) ->
             f"the demo feeds the local queue, and this location has no {sensor_name!r} sensor "
             "(unset KLIO_PUBSUB_SUBSCRIPTION, or add build_local_queue_sensor to the location's sensors)"
         )
-    catalogue = write_catalogue(Path(os.environ["KLIO_DATA"]) / "demo_audio", n_tracks, duration_s, overwrite=False)
+    catalogue = write_catalogue(Path(os.environ["KLIO_DATA"]) / "media" / "demo", n_tracks, duration_s, overwrite=False)
     LocalQueue(os.environ["KLIO_QUEUE"]).publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in catalogue])
 
     result = evaluate_tick(loc.defs, sensor_name, loc.instance)  # registers the tracks, asks for batched runs

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from dagster import DagsterInstance, RunRequest, SensorEvaluationContext
 
@@ -21,9 +22,9 @@ from klio_dagster.orchestration.partitions import register_tracks
 from klio_dagster.orchestration.runs import pairs_in_flight, record_ping, run_request_for
 from klio_dagster.orchestration.tags import BOTTOM_UP, MODE_TAG, TOP_DOWN
 from klio_dagster.planning.lineage import plan_from_log
-from klio_dagster.planning.planner import Pair
+from klio_dagster.planning.planner import Pair, Plan
 from klio_dagster.storage.registry import record_sources, tracks_with_sources
-from klio_dagster.storage.sources import normalize_source_uri
+from klio_dagster.storage.sources import SourcePolicy
 from klio_dagster.storage.stores import FeatureStore
 
 if TYPE_CHECKING:
@@ -42,16 +43,32 @@ class IngestionBatch:
     rejected: list[tuple[TrackEvent, str]] = field(default_factory=list)
 
 
+#: Failures that one message's content can cause while it is planned: that message is dead-lettered.
+#: Anything else (the instance or the store unreachable) fails the tick, and the batch is redelivered.
+MESSAGE_ERRORS = (ValueError, TypeError, LookupError, RecursionError)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (InvalidMessage, InvalidSourceUri)):
+        return str(exc)
+    return f"{type(exc).__name__} while handling the message: {exc}"[:1000]
+
+
 def plan_events(
     instance: DagsterInstance,
     location: FeatureLocation,
     store: FeatureStore,
     events: Sequence[TrackEvent],
     *,
+    policy: SourcePolicy,
     run_key_prefix: str,
     tags: dict[str, str],
+    dry_run: bool = False,
 ) -> IngestionBatch:
-    """Record sources, add partitions, then group events into one run request per (features, force) set.
+    """Group events into one run request per (features, force) set, then record sources and add partitions.
+
+    An event's ``uri`` must be admitted by ``policy`` (allowed roots, regular
+    file, size), else the event is rejected with the reason.
 
     Events for tracks with neither a ``uri`` nor a registered source (before
     or in the same batch) are rejected with a reason, for the dead-letter
@@ -66,7 +83,7 @@ def plan_events(
     for event in events:
         if event.uri:
             try:
-                new_sources[event.track_id] = normalize_source_uri(event.uri)
+                new_sources[event.track_id] = policy.admit(event.uri)
             except InvalidSourceUri as exc:
                 batch.rejected.append((event, str(exc)))
                 bad_uri.add(id(event))
@@ -79,13 +96,9 @@ def plan_events(
             accepted.append(event)
         else:
             batch.rejected.append((event, f"track {event.track_id!r} has no registered source: add 'uri' to the message"))
-    record_sources(store, new_sources)
-    # Partitions are added here, in chunks, not through SensorResult.dynamic_partitions_requests:
-    # for those, Dagster's sensor daemon queries each key on its own (~1.4 ms a key, 28 s for a
-    # 20,000-message tick). Adding is idempotent, so a tick that fails after it loses nothing.
-    batch.new_tracks = register_tracks(instance, list(dict.fromkeys(e.track_id for e in accepted)))
 
     in_flight = pairs_in_flight(instance)
+    pings: list[Plan] = []
     groups: dict[tuple[tuple[str, ...], bool, bool], list[str]] = defaultdict(list)
     for event in accepted:
         groups[(event.features, event.force, event.ping)].append(event.track_id)
@@ -95,7 +108,7 @@ def plan_events(
         forced = requested if force else []
         work = plan_from_log(instance, graph, requested, tracks, force=forced)
         if ping:
-            batch.pinged.extend(record_ping(instance, work))
+            pings.append(work)
             continue
         if not force:
             work = work.without(in_flight)
@@ -109,6 +122,52 @@ def plan_events(
                     tags={**tags, **LIVE_PRIORITY_TAGS, MODE_TAG: BOTTOM_UP if features else TOP_DOWN},
                 )
             )
+    if dry_run:
+        return batch
+    # Written only once the whole batch is planned, so that a batch that fails to plan writes nothing.
+    record_sources(store, new_sources, from_event=True)
+    # Partitions are added here, in chunks, not through SensorResult.dynamic_partitions_requests:
+    # for those, Dagster's sensor daemon queries each key on its own (~1.4 ms a key, 28 s for a
+    # 20,000-message tick). Adding is idempotent, so a tick that fails after it loses nothing.
+    batch.new_tracks = register_tracks(instance, list(dict.fromkeys(e.track_id for e in accepted)))
+    for work in pings:
+        batch.pinged.extend(record_ping(instance, work))
+    return batch
+
+
+@dataclass
+class Ingested(Generic[M]):
+    """What one tick did with its messages: new tracks, run requests, pinged pairs, dead letters with reasons."""
+
+    messages: int = 0
+    new_tracks: list[str] = field(default_factory=list)
+    run_requests: list[RunRequest] = field(default_factory=list)
+    pinged: list[Pair] = field(default_factory=list)
+    dead: list[tuple[M, str]] = field(default_factory=list)
+
+
+def _plan_isolated(plan: Callable[..., IngestionBatch], events: Sequence[TrackEvent], run_key_prefix: str) -> IngestionBatch:
+    """Plan the batch at once; if an event breaks that, find the ones that fail alone, reject them, plan the rest.
+
+    Each event is tried alone as a dry run (nothing written), so this costs
+    time only in this rare case.
+    """
+    try:
+        return plan(events, run_key_prefix=run_key_prefix)
+    except MESSAGE_ERRORS:
+        if len(events) == 1:
+            raise
+    rejected: list[tuple[TrackEvent, str]] = []
+    good: list[TrackEvent] = []
+    for event in events:
+        try:
+            plan([event], run_key_prefix="", dry_run=True)
+        except MESSAGE_ERRORS as exc:
+            rejected.append((event, _reason(exc)))
+            continue
+        good.append(event)
+    batch = plan(good, run_key_prefix=run_key_prefix)
+    batch.rejected += rejected
     return batch
 
 
@@ -119,14 +178,16 @@ def ingest_messages(
     messages: Sequence[M],
     parse: Callable[[M], TrackEvent],
     *,
+    policy: SourcePolicy,
     run_key_prefix: str,
     tags: dict[str, str],
-) -> tuple[list[RunRequest], list[tuple[M, str]]]:
+) -> Ingested[M]:
     """Parse, register and plan a batch of messages from any source.
 
-    Returns the tick's run requests (the caller returns them with its
-    cursor) and every bad message with its reason, for the source's
-    dead-letter destination.
+    Any failure while parsing or planning one message dead-letters that
+    message with its reason and lets the rest of the batch through. Returns
+    the tick's run requests (the caller returns them with its cursor) and
+    every bad message with its reason, for the source's dead-letter destination.
     """
     events: list[TrackEvent] = []
     message_of: dict[int, M] = {}
@@ -134,15 +195,16 @@ def ingest_messages(
     for message in messages:
         try:
             event = parse(message)
-        except InvalidMessage as exc:
-            dead.append((message, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - whatever one message does, only that message is dead-lettered
+            dead.append((message, _reason(exc)))
             continue
         message_of[id(event)] = message
         events.append(event)
-    batch = plan_events(context.instance, location, store, events, run_key_prefix=run_key_prefix, tags=tags)
+    plan = partial(plan_events, context.instance, location, store, policy=policy, tags=tags)
+    batch = _plan_isolated(plan, events, run_key_prefix)
     dead.extend((message_of[id(event)], reason) for event, reason in batch.rejected)
     context.log.info(
         f"{len(messages)} messages: {len(batch.new_tracks)} new tracks, {len(batch.run_requests)} runs, "
         f"{len(batch.pinged)} pairs pinged, {len(dead)} dead letters"
     )
-    return batch.run_requests, dead
+    return Ingested(len(messages), batch.new_tracks, batch.run_requests, batch.pinged, dead)

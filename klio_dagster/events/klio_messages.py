@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from klio_dagster.core.features import FeatureGraph
 from klio_dagster.core.tracks import track_id_from_path, validate_track_id
 from klio_dagster.errors import InvalidMessage, KlioError
-from klio_dagster.events.messages import MAX_MESSAGE_BYTES, TrackEvent, parse_json_event
+from klio_dagster.events.messages import MAX_MESSAGE_BYTES, TrackEvent, load_json, parse_json_event
 from klio_dagster.events.proto import klio_pb2
 
 KlioMessage = klio_pb2.KlioMessage
@@ -87,10 +87,11 @@ def parse_gcs_notification(
     bucket, name = attributes.get("bucketId"), attributes.get("objectId")
     if not (bucket and name):
         try:
-            resource = json.loads(data)
+            resource = load_json(data)
+        except InvalidMessage:
+            resource = None
+        if isinstance(resource, dict):
             bucket, name = bucket or resource.get("bucket"), name or resource.get("name")
-        except (ValueError, AttributeError):
-            pass
     if not (bucket and name):
         raise InvalidMessage("GCS notification without bucketId/objectId")
     match = track_id_rule.fullmatch(name) if track_id_rule else None

@@ -12,6 +12,33 @@ from klio_dagster.errors import InvalidMessage, KlioError
 
 #: Larger payloads are dead-lettered unread.
 MAX_MESSAGE_BYTES = 64 * 1024
+#: Deeper JSON is dead-lettered unparsed (an event needs 2 levels; Python's parser recurses per level).
+MAX_JSON_DEPTH = 8
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of ``[`` and ``{`` in a JSON text, ignoring brackets inside strings.
+
+    One pass over the bytes and no recursion, so it is safe on any input.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -39,14 +66,21 @@ class TrackEvent:
 _FIELDS = {"track_id": str, "uri": str, "features": list, "force": bool, "ping": bool}
 
 
-def parse_json_event(data: bytes, known_features: Collection[str]) -> TrackEvent:
-    """Parse a JSON message ``{"track_id", "uri"?, "features"?, "force"?, "ping"?}``."""
+def load_json(data: bytes) -> Any:
+    """Untrusted JSON, size and depth checked before parsing; :class:`InvalidMessage` with the reason otherwise."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"message is {len(data)} bytes, more than the {MAX_MESSAGE_BYTES} allowed")
+    if (depth := json_depth(data)) > MAX_JSON_DEPTH:
+        raise InvalidMessage(f"JSON nested {depth} levels deep, more than the {MAX_JSON_DEPTH} allowed")
     try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of thousands of digits
         raise InvalidMessage(f"not valid JSON: {exc}") from None
+
+
+def parse_json_event(data: bytes, known_features: Collection[str]) -> TrackEvent:
+    """Parse a JSON message ``{"track_id", "uri"?, "features"?, "force"?, "ping"?}``."""
+    body = load_json(data)
     if not isinstance(body, dict):
         raise InvalidMessage(f"expected a JSON object, got {type(body).__name__}")
     for key, value in body.items():

@@ -41,14 +41,16 @@ from google.api_core import retry as gretry
 from pydantic import Field
 
 from klio_dagster.errors import PubSubUnavailable
-from klio_dagster.events.ingestion import ingest_messages
+from klio_dagster.events.ingestion import Ingested, ingest_messages
 from klio_dagster.events.klio_messages import parse_message
-from klio_dagster.orchestration.resources import FeatureStoreResource
+from klio_dagster.orchestration.resources import FeatureStoreResource, TrackSourcesResource
+from klio_dagster.orchestration.run_health import clean_up_after_dead_runs
 from klio_dagster.orchestration.tags import SOURCE_TAG
 from klio_dagster.storage.stores import FeatureStore
 
 if TYPE_CHECKING:
     from klio_dagster.orchestration.factory import FeatureLocation
+    from klio_dagster.storage.sources import SourcePolicy
 
 
 class PubSubSourceResource(ConfigurableResource):
@@ -192,8 +194,6 @@ def build_pubsub_sensor(location: FeatureLocation, *, name: str | None = None) -
 
     ``name`` defaults to ``"{asset name}_pubsub_ingestion"``.
     """
-    graph = location.graph
-
     @sensor(
         name=name or location.sensor_name("pubsub_ingestion"),
         job_name=location.job_name,
@@ -202,35 +202,55 @@ def build_pubsub_sensor(location: FeatureLocation, *, name: str | None = None) -
         minimum_interval_seconds=4,
         description="Registers tracks from Pub/Sub and launches batched feature runs.",
     )
-    def _sensor(context: SensorEvaluationContext, klio_pubsub: PubSubSourceResource, klio_store: FeatureStoreResource):
-        subscriber, store = klio_pubsub.subscriber(), klio_store.get_store()
-        pending_folder = _pending_folder(klio_pubsub.subscription)
-        recorded = _pending_ack_ids(store, context.cursor)
-        with _reported_as_unavailable(klio_pubsub):
-            _acknowledge_recorded(klio_pubsub, subscriber, recorded, context)
-            # What the cursor named is acknowledged now; anything else was left by a tick whose
-            # cursor Dagster never stored (its messages are redelivered): all of it can go.
-            store.delete_folder(pending_folder)
-            received = _pull(klio_pubsub, subscriber)
-        if not received:
-            return SensorResult(skip_reason=f"no messages ({len(recorded)} acknowledged)", cursor=json.dumps({"pending": None}))
-        rule = re.compile(klio_pubsub.track_id_rule) if klio_pubsub.track_id_rule else None
-        run_requests, dead = ingest_messages(
-            context,
-            location,
-            store,
-            received,
-            lambda m: parse_message(m.message.data, dict(m.message.attributes), graph, track_id_rule=rule),
-            run_key_prefix=hashlib.sha1("".join(sorted(m.message.message_id for m in received)).encode()).hexdigest()[:16],
-            tags={SOURCE_TAG: "pubsub"},
-        )
-        with _reported_as_unavailable(klio_pubsub):
-            _dead_letter(klio_pubsub, subscriber, dead, context)
-        rejected = {id(m) for m, _ in dead}
-        pending = _keep_pending(store, pending_folder, [m.ack_id for m in received if id(m) not in rejected])
-        return SensorResult(run_requests=run_requests, cursor=json.dumps({"pending": pending}))
+    def _sensor(
+        context: SensorEvaluationContext,
+        klio_pubsub: PubSubSourceResource,
+        klio_store: FeatureStoreResource,
+        klio_sources: TrackSourcesResource,
+    ):
+        result, _ = pubsub_tick(context, location, klio_pubsub, klio_store.get_store(), klio_sources.policy())
+        return result
 
     return _sensor
+
+
+def pubsub_tick(
+    context: SensorEvaluationContext,
+    location: FeatureLocation,
+    source: PubSubSourceResource,
+    store: FeatureStore,
+    policy: SourcePolicy,
+) -> tuple[SensorResult, Ingested]:
+    """One tick of the Pub/Sub sensor (also run by ``klio-dagster consume``): its result, and what it did."""
+    subscriber = source.subscriber()
+    clean_up_after_dead_runs(context.instance, store)  # dead runs would hold claims and run-queue slots
+    pending_folder = _pending_folder(source.subscription)
+    recorded = _pending_ack_ids(store, context.cursor)
+    with _reported_as_unavailable(source):
+        _acknowledge_recorded(source, subscriber, recorded, context)
+        # What the cursor named is acknowledged now; anything else was left by a tick whose
+        # cursor Dagster never stored (its messages are redelivered): all of it can go.
+        store.delete_folder(pending_folder)
+        received = _pull(source, subscriber)
+    if not received:
+        skip = SensorResult(skip_reason=f"no messages ({len(recorded)} acknowledged)", cursor=json.dumps({"pending": None}))
+        return skip, Ingested()
+    rule = re.compile(source.track_id_rule) if source.track_id_rule else None
+    ingested = ingest_messages(
+        context,
+        location,
+        store,
+        received,
+        lambda m: parse_message(m.message.data, dict(m.message.attributes), location.graph, track_id_rule=rule),
+        policy=policy,
+        run_key_prefix=hashlib.sha1("".join(sorted(m.message.message_id for m in received)).encode()).hexdigest()[:16],
+        tags={SOURCE_TAG: "pubsub"},
+    )
+    with _reported_as_unavailable(source):
+        _dead_letter(source, subscriber, ingested.dead, context)
+    rejected = {id(m) for m, _ in ingested.dead}
+    pending = _keep_pending(store, pending_folder, [m.ack_id for m in received if id(m) not in rejected])
+    return SensorResult(run_requests=ingested.run_requests, cursor=json.dumps({"pending": pending})), ingested
 
 
 def _dead_letter(source: PubSubSourceResource, subscriber, dead: list, context: SensorEvaluationContext) -> None:

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -23,31 +24,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import apache_beam as beam
+import psutil
 from apache_beam.options.pipeline_options import PipelineOptions
 from threadpoolctl import threadpool_limits
 
-from klio_dagster.core.execution import PairResult, TrackTask, compute_track
+from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, compute_track
 from klio_dagster.core.features import FeatureGraph
-from klio_dagster.errors import ConfigurationError
-from klio_dagster.storage.stores import FeatureStore
+from klio_dagster.core.processes import ProcessIdentity, child_processes, exit_with, kill_processes
+from klio_dagster.errors import ConfigurationError, WorkerLost
+from klio_dagster.storage.stores import RUNS_FOLDER, FeatureStore
 
 LOCAL_RUNNER = "FnApiRunner"
 DATAFLOW_RUNNER = "DataflowRunner"
-_RUNS_FOLDER = "_runs"
+_WORKER_COMMAND = "sdk_worker_main"
 
 
 class _ComputeTrack(beam.DoFn):
-    def __init__(self, graph: FeatureGraph, store: FeatureStore, results_folder: str, native_threads: int):
-        self.graph, self.store, self.results_folder = graph, store, results_folder
-        self.native_threads = native_threads
+    """Computes one track per element; ``driver``: the local driver process, with which the worker dies."""
+
+    def __init__(
+        self,
+        graph: FeatureGraph,
+        store: FeatureStore,
+        limits: TrackLimits,
+        results_folder: str,
+        native_threads: int,
+        driver: ProcessIdentity | None,
+    ):
+        self.graph, self.store, self.limits, self.results_folder = graph, store, limits, results_folder
+        self.native_threads, self.driver = native_threads, driver
 
     def setup(self) -> None:
+        if self.driver:
+            exit_with(self.driver)
         if self.native_threads:
             # Applies to the whole worker process until it exits.
             threadpool_limits(limits=self.native_threads)
 
     def process(self, task: TrackTask):
-        results = compute_track(task, self.graph, self.store)
+        results = compute_track(task, self.graph, self.store, self.limits)
         payload = json.dumps([r.to_dict() for r in results], default=str).encode()
         self.store.write_bytes(f"{self.results_folder}/{task.track_id}.json", payload)
         yield len(results)
@@ -83,6 +98,34 @@ def _importable_by_workers(graph: FeatureGraph) -> Iterator[None]:
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = before
+
+
+class _LocalWorkers:
+    """The SDK worker processes this driver started, watched for deaths."""
+
+    def __init__(self) -> None:
+        self.known: dict[int, psutil.Process] = {}
+        self.since = time.time() - 1  # workers of an earlier pipeline of this process may still be exiting
+
+    def lost(self) -> str | None:
+        """Which worker seen earlier has ended, if one has; ``None`` while all run."""
+        for process in child_processes(_WORKER_COMMAND):
+            try:
+                if process.create_time() >= self.since:
+                    self.known.setdefault(process.pid, process)
+            except psutil.NoSuchProcess:
+                continue
+        for pid, process in self.known.items():
+            try:
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    continue
+            except psutil.NoSuchProcess:
+                pass
+            return f"PID {pid}"
+        return None
+
+    def stop(self) -> None:
+        kill_processes([*self.known.values(), *child_processes(_WORKER_COMMAND)])
 
 
 def _spread(tasks: Sequence[TrackTask]) -> list[TrackTask]:
@@ -141,16 +184,21 @@ class BeamExecutor:
             return beam.Pipeline(runner=DATAFLOW_RUNNER, options=PipelineOptions(self.pipeline_args))
         raise ConfigurationError(f"unknown Beam runner {self.runner!r}: use {LOCAL_RUNNER!r} or {DATAFLOW_RUNNER!r}")
 
-    def run(self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore) -> Iterator[list[PairResult]]:
+    def run(
+        self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
+    ) -> Iterator[list[PairResult]]:
         if self.runner == DATAFLOW_RUNNER and not store.root_uri.startswith("gs://"):
             raise ConfigurationError("Dataflow workers cannot reach a local feature store: set KLIO_STORE to gs://bucket/prefix")
-        folder = f"{_RUNS_FOLDER}/{uuid.uuid4().hex}"
+        driver = ProcessIdentity.current()
+        folder = f"{RUNS_FOLDER}/{driver.token()}-{uuid.uuid4().hex}"
+        local = self.runner == LOCAL_RUNNER
+        compute = _ComputeTrack(graph, store, limits or TrackLimits(), folder, self.native_threads, driver if local else None)
         pipeline = self._pipeline()
         (
             pipeline
             | "Tracks" >> beam.Create(_spread(tasks))
             | "Spread" >> beam.Reshuffle()
-            | "Compute" >> beam.ParDo(_ComputeTrack(graph, store, folder, self.native_threads))
+            | "Compute" >> beam.ParDo(compute)
         )
         errors: list[BaseException] = []
 
@@ -162,26 +210,52 @@ class BeamExecutor:
 
         thread = threading.Thread(target=run_pipeline, name="klio-beam-pipeline", daemon=True)
         # Workers start while the pipeline runs: their environment is kept until it ends.
-        with _importable_by_workers(graph) if self.runner == LOCAL_RUNNER else nullcontext():
+        with _importable_by_workers(graph) if local else nullcontext():
             thread.start()
-            yield from self._collect(thread, errors, store, folder)
+            yield from self._collect(thread, errors, store, folder, len(tasks), _LocalWorkers() if local else None)
 
     def _collect(
-        self, thread: threading.Thread, errors: list[BaseException], store: FeatureStore, folder: str
+        self,
+        thread: threading.Thread,
+        errors: list[BaseException],
+        store: FeatureStore,
+        folder: str,
+        n_tasks: int,
+        workers: _LocalWorkers | None,
     ) -> Iterator[list[PairResult]]:
-        """Each track's results as its worker writes them, until the pipeline ends; then the run folder goes."""
+        """Each track's results as its worker writes them, until the pipeline ends; then the run folder goes.
+
+        Local workers are watched: if one dies while tracks still lack results
+        (the runner itself would wait for it forever), the others are stopped
+        and :class:`WorkerLost` is raised. If the caller stops (the run is
+        terminated, interrupted, or fails), the local workers are stopped too.
+        """
         seen: set[str] = set()
+
+        def new_results() -> Iterator[list[PairResult]]:
+            for name in sorted(store.list_names(folder) - seen):
+                seen.add(name)
+                yield [PairResult(**r) for r in json.loads(store.read_bytes(f"{folder}/{name}"))]
+
         try:
             while True:
                 finished = not thread.is_alive()
-                for name in sorted(store.list_names(folder) - seen):
-                    seen.add(name)
-                    payload = json.loads(store.read_bytes(f"{folder}/{name}"))
-                    yield [PairResult(**r) for r in payload]
+                yield from new_results()
                 if finished:
                     break
+                lost = workers.lost() if workers and len(seen) < n_tasks else None
+                if lost:
+                    yield from new_results()  # it may have written its last results and ended with the pipeline
+                    thread.join(self.poll_interval_s)
+                if lost and len(seen) < n_tasks and thread.is_alive():
+                    raise WorkerLost(
+                        f"a Beam worker process died ({lost}) while {n_tasks - len(seen)} of {n_tasks} tracks had no "
+                        "result: a crash in native code or the out-of-memory killer (see KLIO_MAX_TRACK_SECONDS)"
+                    )
                 thread.join(self.poll_interval_s)
             if errors:
                 raise RuntimeError(f"the Beam pipeline failed: {errors[0]}") from errors[0]
         finally:
+            if workers and thread.is_alive():
+                workers.stop()
             store.delete_folder(folder)

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from threadpoolctl import threadpool_limits
 
-from klio_dagster.core.execution import PairResult, TrackTask, compute_track
+from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, compute_track
 from klio_dagster.core.features import FeatureGraph
 from klio_dagster.storage.stores import FeatureStore
 
@@ -16,7 +16,9 @@ from klio_dagster.storage.stores import FeatureStore
 class TrackExecutor(Protocol):
     """Runs ``compute_track`` over many tracks; yields each track's results as they finish."""
 
-    def run(self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore) -> Iterator[list[PairResult]]: ...
+    def run(
+        self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
+    ) -> Iterator[list[PairResult]]: ...
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,10 @@ class InProcessExecutor:
 
     native_threads: int = 1
 
-    def run(self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore) -> Iterator[list[PairResult]]:
+    def run(
+        self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
+    ) -> Iterator[list[PairResult]]:
         for task in tasks:
             with threadpool_limits(limits=self.native_threads or None):
-                results = compute_track(task, graph, store)
+                results = compute_track(task, graph, store, limits)
             yield results

@@ -34,14 +34,18 @@ from pydantic import Field
 from klio_dagster.core.execution import PairResult, TrackTask
 from klio_dagster.core.features import AUDIO, FeatureGraph
 from klio_dagster.core.tracks import validate_track_ids
+from klio_dagster.errors import WorkerLost
 from klio_dagster.events.outputs import FeatureDone, OutputEventsResource
+from klio_dagster.orchestration.claims import claims_before, leave_to_claimants
 from klio_dagster.orchestration.compat import CODE_VERSION_TAG, DATA_VERSION_TAG, attach_feature_graph
 from klio_dagster.orchestration.partitions import tracks_partitions
-from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource
+from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource, TrackSourcesResource
+from klio_dagster.orchestration.run_health import claim_run, clean_up_after_dead_runs, owner_tags
 from klio_dagster.orchestration.tags import (
     FAILED,
     FEATURES_ASSET_NAME,
     FORMAT_METADATA,
+    OWNER_TAG,
     SAMPLE_RATE_METADATA,
     STATUS_TAG,
 )
@@ -126,6 +130,7 @@ def compute_features(
     store_resource: FeatureStoreResource,
     executor_resource: FeatureExecutorResource,
     outputs: OutputEventsResource,
+    sources: TrackSourcesResource,
     output_chunk_tracks: int = 100,
 ) -> Iterator[AssetMaterialization | AssetObservation]:
     """The body of the feature step: plan against lineage, execute, record, announce.
@@ -136,12 +141,22 @@ def compute_features(
     selected = graph.check_names(k.path[-1] for k in context.selected_asset_keys)
     tracks = _run_tracks(context, config)
     force = selected if config.force_features is None else config.force_features
-    work = plan_from_log(context.instance, graph, selected, tracks, force=force, bottom_up=False)
+    instance, store = context.instance, store_resource.get_store()
+    if context.run.tags.get(OWNER_TAG) != owner_tags()[OWNER_TAG]:
+        claim_run(instance, context.run_id)
+    clean_up_after_dead_runs(instance, store)
+    # Claims first, then lineage: a claimant that finishes in between has recorded its pairs by then.
+    claimed = claims_before(instance, context.run_id)
+    work = plan_from_log(instance, graph, selected, tracks, force=force, bottom_up=False)
+    work, left = leave_to_claimants(work, graph, claimed)
     tasks = [TrackTask(t, fs) for t, fs in work.features_by_track().items()]
     context.log.info(
         f"{len(work.to_compute)} (feature, track) pairs to compute for {len(tasks)} of {len(tracks)} tracks; "
-        f"{len(work.skipped)} already current"
+        f"{len(work.skipped) - len(left)} already current"
     )
+    if left:
+        holders = sorted({claimed[p] for p in left if p in claimed})
+        context.log.info(f"{len(left)} pairs left to earlier runs in progress that claim them: {', '.join(holders)}")
     if not tasks:
         return
     executor = executor_resource.executor_for(len(tasks))
@@ -156,28 +171,33 @@ def compute_features(
         unannounced.clear()
 
     pending = {t.track_id: t for t in tasks}
-    for done, results in enumerate(executor.run(tasks, graph, store_resource.get_store()), 1):
-        if results:
-            pending.pop(results[0].track_id, None)
-        for result in results:
-            if result.ok:
-                yield _materialization(result)
-                if outputs.enabled:
-                    unannounced.append(_done(result, context.run_id))
-            else:
-                failed += 1
-                if len(examples) < 20:
-                    examples.append(f"{result.feature} / {result.track_id}: {result.error}")
-                yield failure_observation(result.feature, result.track_id, result.error or "")
-        if done % 50 == 0:
-            context.log.info(f"{done}/{len(tasks)} tracks done")
-        if done % output_chunk_tracks == 0:
-            announce()
+    no_result = "the executor returned no result for this track"
+    try:
+        for done, results in enumerate(executor.run(tasks, graph, store, sources.limits()), 1):
+            if results:
+                pending.pop(results[0].track_id, None)
+            for result in results:
+                if result.ok:
+                    yield _materialization(result)
+                    if outputs.enabled:
+                        unannounced.append(_done(result, context.run_id))
+                else:
+                    failed += 1
+                    if len(examples) < 20:
+                        examples.append(f"{result.feature} / {result.track_id}: {result.error}")
+                    yield failure_observation(result.feature, result.track_id, result.error or "")
+            if done % 50 == 0:
+                context.log.info(f"{done}/{len(tasks)} tracks done")
+            if done % output_chunk_tracks == 0:
+                announce()
+    except WorkerLost as exc:
+        no_result = f"{type(exc).__name__}: {exc}"
+        examples.append(no_result)
     announce()
     for task in pending.values():
         for feature in task.features:
             failed += 1
-            yield failure_observation(feature, task.track_id, "the executor returned no result for this track")
+            yield failure_observation(feature, task.track_id, no_result)
     problems = []
     if failed:
         problems.append(f"{failed} (feature, track) pairs failed; the others were recorded.\n" + "\n".join(examples))
@@ -228,8 +248,9 @@ def build_feature_assets(
         klio_store: FeatureStoreResource,
         klio_executor: FeatureExecutorResource,
         klio_output: OutputEventsResource,
+        klio_sources: TrackSourcesResource,
     ):
-        yield from compute_features(context, graph, config, klio_store, klio_executor, klio_output)
+        yield from compute_features(context, graph, config, klio_store, klio_executor, klio_output, klio_sources)
 
     return attach_feature_graph(_features, graph)
 

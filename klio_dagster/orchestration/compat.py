@@ -22,7 +22,13 @@ from dagster._core.execution.api import create_execution_plan, execute_run_itera
 
 # Dagster's documented tag names (the run queue's priority, a backfill's ID): documented in
 # the run-coordinator guide, exported only by the private `dagster._core.storage.tags`.
-from dagster._core.storage.tags import BACKFILL_ID_TAG, PRIORITY_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    BACKFILL_ID_TAG,
+    PARTITION_NAME_TAG,
+    PRIORITY_TAG,
+)
 
 if TYPE_CHECKING:
     from dagster import AssetsDefinition
@@ -51,7 +57,10 @@ def feature_graph_of(assets: AssetsDefinition) -> FeatureGraph | None:
 __all__ = [
     "attach_feature_graph",
     "feature_graph_of",
+    "ASSET_PARTITION_RANGE_END_TAG",
+    "ASSET_PARTITION_RANGE_START_TAG",
     "BACKFILL_ID_TAG",
+    "PARTITION_NAME_TAG",
     "CODE_VERSION_TAG",
     "DATA_VERSION_TAG",
     "PRIORITY_TAG",

@@ -24,7 +24,7 @@ from klio_dagster.events.local_sensor import LocalQueueResource
 from klio_dagster.events.outputs import OutputEventsResource
 from klio_dagster.orchestration.assets import audio_source_spec, build_feature_assets, build_features_job, job_name_for
 from klio_dagster.orchestration.compat import feature_graph_of
-from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource
+from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource, TrackSourcesResource
 from klio_dagster.orchestration.tags import FEATURES_ASSET_NAME
 
 
@@ -59,12 +59,14 @@ SensorFactory = Callable[[FeatureLocation], SensorDefinition]
 
 def default_resources() -> dict[str, Any]:
     """The embedded resources: a local store and queue (``KLIO_STORE``/``KLIO_QUEUE`` when used, else
-    ``./data``), the executor choosing in-process or local Beam by batch size, no output events."""
+    ``./data``), the executor choosing in-process or local Beam by batch size, no output events, and
+    event sources allowed under ``KLIO_ALLOWED_SOURCES`` (else ``./data/media``)."""
     return {
         "klio_store": FeatureStoreResource(),
         "klio_executor": FeatureExecutorResource(),
         "klio_output": OutputEventsResource(),
         "klio_queue": LocalQueueResource(),
+        "klio_sources": TrackSourcesResource(),
     }
 
 

@@ -9,7 +9,9 @@ from typing import Literal
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from klio_dagster.core.execution import DEFAULT_MAX_DURATION_S, TrackLimits
 from klio_dagster.executors.in_process import InProcessExecutor, TrackExecutor
+from klio_dagster.storage.sources import DEFAULT_MAX_SOURCE_BYTES, SourcePolicy
 from klio_dagster.storage.stores import FeatureStore, open_store
 
 
@@ -19,8 +21,12 @@ def local_default(value: str, variable: str) -> str:
         return value
     if os.environ.get(variable):
         return os.environ[variable]
-    folder = variable.removeprefix("KLIO_").lower()
-    return str(Path(os.environ.get("KLIO_DATA") or "data").absolute() / folder)
+    return str(data_folder() / variable.removeprefix("KLIO_").lower())
+
+
+def data_folder() -> Path:
+    """``$KLIO_DATA``, else ``./data``: where unset local locations go."""
+    return Path(os.environ.get("KLIO_DATA") or "data").absolute()
 
 
 class FeatureStoreResource(ConfigurableResource):
@@ -69,3 +75,30 @@ class FeatureExecutorResource(ConfigurableResource):
             pipeline_args=list(self.pipeline_args),
             native_threads=self.native_threads,
         )
+
+
+class TrackSourcesResource(ConfigurableResource):
+    """Which source files events may name, and what one track may cost a worker.
+
+    A path typed to ``klio-dagster ingest`` is allowed anywhere; a ``uri`` in an
+    event (local queue, Pub/Sub) only under ``allowed_roots``, after resolving
+    symlinks and ``..``, and only a regular file of at most ``max_source_mb``.
+    Anything else is dead-lettered with the reason.
+    """
+
+    allowed_roots: str = Field(
+        default="",
+        description="Comma-separated local folders and gs://bucket[/prefix] that events may name as sources (usually "
+        "EnvVar('KLIO_ALLOWED_SOURCES')); empty: $KLIO_ALLOWED_SOURCES when used, else ./data/media.",
+    )
+    max_source_mb: int = Field(default=DEFAULT_MAX_SOURCE_BYTES // 2**20, ge=1, description="Largest source file read (MiB).")
+    max_duration_s: float = Field(
+        default=DEFAULT_MAX_DURATION_S, gt=0, description="Longer tracks fail alone (seconds); bounds a worker's memory."
+    )
+
+    def policy(self) -> SourcePolicy:
+        roots = self.allowed_roots or os.environ.get("KLIO_ALLOWED_SOURCES") or str(data_folder() / "media")
+        return SourcePolicy.from_setting(roots, max_bytes=self.max_source_mb * 2**20)
+
+    def limits(self) -> TrackLimits:
+        return TrackLimits(self.max_source_mb * 2**20, self.max_duration_s, self.policy())

@@ -6,6 +6,7 @@ and sensors (a ``RunRequest`` the daemon queues).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,8 +23,11 @@ from dagster import (
 )
 
 from klio_dagster.events.priority import LIVE_PRIORITY_TAGS
+from klio_dagster.orchestration.claims import claims_before, run_pairs
 from klio_dagster.orchestration.compat import InMemoryJob, create_execution_plan, execute_run_iterator
+from klio_dagster.orchestration.run_health import fail_dead_runs, owner_tags
 from klio_dagster.orchestration.tags import FAILED, PING_TAG, STATUS_TAG, TRACKS_TAG
+from klio_dagster.planning.lineage import plan_from_log
 from klio_dagster.planning.planner import Pair, Plan
 
 if TYPE_CHECKING:
@@ -67,9 +71,7 @@ def pairs_in_flight(instance: DagsterInstance) -> set[Pair]:
     """
     pairs: set[Pair] = set()
     for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT, tags=LIVE_PRIORITY_TAGS)):
-        for op in (run.run_config or {}).get("ops", {}).values():
-            tracks = op.get("config", {}).get("tracks", [])
-            pairs.update((key.path[-1], t) for key in run.asset_selection or () for t in tracks)
+        pairs |= run_pairs(instance, run)
     return pairs
 
 
@@ -105,7 +107,7 @@ def execute_run(
     run = instance.create_run_for_job(
         job_def=subset,
         run_config=run_config,
-        tags={**job.run_tags, **request.tags},
+        tags={**job.run_tags, **request.tags, **owner_tags()},
         asset_selection=selection or None,
         execution_plan=plan,
     )
@@ -113,6 +115,71 @@ def execute_run(
         if on_pair_done and event.event_type in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION):
             on_pair_done()
     return read_outcome(instance, run.run_id)
+
+
+@dataclass
+class PlanOutcome:
+    """What executing a plan did, over its runs: the pairs computed here, by other runs, failed, not recorded."""
+
+    run_ids: list[str] = field(default_factory=list)
+    computed: list[Pair] = field(default_factory=list)
+    computed_elsewhere: list[Pair] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    step_errors: list[str] = field(default_factory=list)
+    missing: list[Pair] = field(default_factory=list)
+    waited_for: list[str] = field(default_factory=list)
+
+
+def execute_plan(
+    location: FeatureLocation,
+    job: JobDefinition,
+    instance: DagsterInstance,
+    work: Plan,
+    force_features: Sequence[str],
+    *,
+    tags: dict[str, str],
+    on_pair_done: Callable[[], None] | None = None,
+    max_rounds: int = 3,
+) -> PlanOutcome:
+    """Execute ``work`` in this process until every pair is recorded, here or by the runs that claimed it.
+
+    A run leaves pairs that earlier runs in progress claim to those runs; this
+    waits for them (marking dead ones failed, which ends their claims) and
+    computes what they did not record, in up to ``max_rounds`` runs.
+    """
+    outcome = PlanOutcome()
+    asked = list(work.to_compute)
+    for round_ in range(max_rounds):
+        request = run_request_for(location, work, force_features if round_ == 0 else [], run_key=None, tags=tags)
+        done = execute_run(job, instance, request, on_pair_done)
+        outcome.run_ids.append(done.run_id)
+        outcome.computed += done.computed
+        outcome.failed += done.failed
+        if not done.failed:
+            outcome.step_errors += done.step_errors
+        recorded = set(outcome.computed) | {(x["feature"], x["track"]) for x in outcome.failed}
+        missing = [p for p in work.to_compute if p not in recorded]
+        holders = sorted({run_id for p, run_id in claims_before(instance, done.run_id).items() if p in set(missing)})
+        if not missing or not holders:
+            break
+        outcome.waited_for += holders
+        wait_for_runs(instance, holders)
+        work = plan_from_log(instance, location.graph, sorted({f for f, _ in missing}), sorted({t for _, t in missing}))
+        outcome.computed_elsewhere += [p for p in missing if p not in set(work.to_compute)]
+        if not work.to_compute:
+            break
+    recorded = set(outcome.computed) | set(outcome.computed_elsewhere) | {(x["feature"], x["track"]) for x in outcome.failed}
+    outcome.missing = [p for p in asked if p not in recorded]
+    return outcome
+
+
+def wait_for_runs(instance: DagsterInstance, run_ids: Sequence[str], poll_s: float = 1.0) -> None:
+    """Return once none of ``run_ids`` is queued or in progress; runs whose process died are marked failed."""
+    while True:
+        fail_dead_runs(instance)
+        if not instance.get_runs(RunsFilter(run_ids=list(run_ids), statuses=IN_FLIGHT)):
+            return
+        time.sleep(poll_s)
 
 
 def read_outcome(instance: DagsterInstance, run_id: str, page_size: int = 500) -> RunOutcome:

@@ -27,3 +27,5 @@ LANE_TAG = "klio/lane"
 #: Asset metadata: the output format, and the sample rate a feature decodes ``audio`` at.
 FORMAT_METADATA = "klio/format"
 SAMPLE_RATE_METADATA = "klio/sample_rate_hz"
+#: Run tag: the process executing the run (``host.pid.start-time``), so a dead one can be told apart.
+OWNER_TAG = "klio/owner"

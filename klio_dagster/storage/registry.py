@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from klio_dagster.core.features import AUDIO
 from klio_dagster.storage.stores import FeatureStore, object_name
@@ -22,15 +23,31 @@ def source_record_name(track_id: str) -> str:
     return object_name(AUDIO, track_id, "json")
 
 
+@dataclass(frozen=True)
+class SourceRecord:
+    """Where a track's source is, and whether an event (rather than a user's command) named it."""
+
+    uri: str
+    from_event: bool = False
+
+
 def record_sources(
-    store: FeatureStore, sources: Mapping[str, str], on_written: Callable[[], None] | None = None
+    store: FeatureStore,
+    sources: Mapping[str, str],
+    on_written: Callable[[], None] | None = None,
+    *,
+    from_event: bool = False,
 ) -> None:
-    """Write one source record per track (in parallel on network stores: each is one small object)."""
+    """Write one source record per track (in parallel on network stores: each is one small object).
+
+    ``from_event`` marks sources named by events: they are checked against the
+    allowed roots again when read.
+    """
     now = time.time()
 
     def write(item: tuple[str, str]) -> None:
         track_id, uri = item
-        record = {"track_id": track_id, "uri": uri, "registered_at": now}
+        record = {"track_id": track_id, "uri": uri, "registered_at": now, "from_event": from_event}
         store.write_bytes(source_record_name(track_id), json.dumps(record).encode())
 
     if store.io_threads <= 1:
@@ -45,12 +62,19 @@ def record_sources(
                 on_written()
 
 
-def read_source_uri(store: FeatureStore, track_id: str) -> str | None:
-    """The registered source URI of a track, or ``None`` if it has none."""
+def read_source_record(store: FeatureStore, track_id: str) -> SourceRecord | None:
+    """The source record of a track, or ``None`` if it has none."""
     try:
-        return json.loads(store.read_bytes(source_record_name(track_id)))["uri"]
+        record = json.loads(store.read_bytes(source_record_name(track_id)))
     except FileNotFoundError:
         return None
+    return SourceRecord(record["uri"], bool(record.get("from_event")))
+
+
+def read_source_uri(store: FeatureStore, track_id: str) -> str | None:
+    """The registered source URI of a track, or ``None`` if it has none."""
+    record = read_source_record(store, track_id)
+    return record.uri if record else None
 
 
 def tracks_with_sources(store: FeatureStore) -> set[str]:

@@ -13,17 +13,24 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, ContextManager
 
 from klio_dagster.errors import StoreError
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client
 
+    from klio_dagster.storage.sources import SourcePolicy
+
 
 def object_name(feature: str, track_id: str, extension: str) -> str:
     """The predictable relative name of one (feature, track) output."""
     return f"{feature}/{track_id}.{extension}"
+
+
+#: Executors' temporary results: ``_runs/{driver process token}-{uuid}/``, so that a folder whose
+#: driver died can be found and removed (``orchestration.run_health``).
+RUNS_FOLDER = "_runs"
 
 
 class FeatureStore(ABC):
@@ -54,6 +61,10 @@ class FeatureStore(ABC):
         """Names (relative to ``folder``) of all objects directly in ``folder``."""
 
     @abstractmethod
+    def list_folders(self, folder: str) -> set[str]:
+        """Names (relative to ``folder``) of the folders directly in ``folder``."""
+
+    @abstractmethod
     def delete_folder(self, folder: str) -> None:
         """Delete every object under ``folder`` (no error if there is none)."""
 
@@ -63,11 +74,11 @@ class FeatureStore(ABC):
 
         return GCSResource().get_client()
 
-    def read_uri(self, uri: str) -> bytes:
-        """Read a source file by URI (local path, ``file://`` or ``gs://``)."""
-        from klio_dagster.storage.sources import read_source
+    def open_source(self, uri: str, *, max_bytes: int, policy: SourcePolicy | None = None) -> ContextManager[IO[bytes]]:
+        """Open a source file by URI (local path, ``file://`` or ``gs://``); see :func:`~klio_dagster.storage.sources.open_source`."""
+        from klio_dagster.storage.sources import open_source
 
-        return read_source(uri, self.gcs_client)
+        return open_source(uri, self.gcs_client, max_bytes=max_bytes, policy=policy)
 
     def existing_tracks(self, feature: str, extension: str) -> set[str]:
         """Track IDs that have a stored ``feature`` output, from one listing."""
@@ -99,6 +110,8 @@ class LocalFeatureStore(FeatureStore):
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())  # durable before the rename publishes it (and before it is recorded)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -112,6 +125,13 @@ class LocalFeatureStore(FeatureStore):
         try:
             with os.scandir(self._path(folder)) as entries:
                 return {e.name for e in entries if not e.name.startswith(".") and e.is_file()}
+        except FileNotFoundError:
+            return set()
+
+    def list_folders(self, folder: str) -> set[str]:
+        try:
+            with os.scandir(self._path(folder)) as entries:
+                return {e.name for e in entries if not e.name.startswith(".") and e.is_dir()}
         except FileNotFoundError:
             return set()
 
@@ -172,6 +192,13 @@ class GCSFeatureStore(FeatureStore):
         prefix = self._key(folder).rstrip("/") + "/"
         blobs = self.client.list_blobs(self.bucket, prefix=prefix, delimiter="/")
         return {blob.name[len(prefix) :] for blob in blobs}
+
+    def list_folders(self, folder: str) -> set[str]:
+        prefix = self._key(folder).rstrip("/") + "/"
+        blobs = self.client.list_blobs(self.bucket, prefix=prefix, delimiter="/")
+        for _ in blobs.pages:  # prefixes are filled in as pages are read
+            pass
+        return {p[len(prefix) :].rstrip("/") for p in blobs.prefixes}
 
     def delete_folder(self, folder: str) -> None:
         prefix = self._key(folder).rstrip("/") + "/"
