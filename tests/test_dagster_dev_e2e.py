@@ -169,3 +169,45 @@ def cli_publish(track) -> tuple[int, str]:
         capture_output=True, text=True, timeout=120,
     )
     return done.returncode, done.stdout + done.stderr
+
+
+def _workers_of_instance(home: Path) -> list:
+    """Beam SDK worker processes serving runs of the Dagster instance at ``home``."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "sdk_worker_main" in " ".join(process.info["cmdline"] or ()) and process.environ().get("DAGSTER_HOME") == str(home):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_terminating_a_run_in_the_ui_stops_its_beam_pipeline_and_workers(dagster_dev, klio_env):
+    import psutil
+
+    from klio_dagster.demo.catalogue import write_catalogue
+
+    port = dagster_dev
+    tracks = write_catalogue(klio_env / "data" / "media", n_tracks=10, duration_s=60.0, prefix="term")
+    LocalQueue(klio_env / "queue").publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in tracks])
+    runs_query = '{ runsOrError(filter: {statuses: [STARTED]}) { ... on Runs { results { runId } } } }'
+    deadline, workers, run_id = time.time() + 240, [], None
+    while time.time() < deadline and not (run_id and len(workers) >= 2):
+        started = _graphql(port, runs_query)["runsOrError"]["results"]
+        run_id = started[0]["runId"] if started else None
+        workers = _workers_of_instance(klio_env / "home")
+        time.sleep(1)
+    assert run_id and workers, "no Beam run started:\n" + (klio_env / "dagster-dev.log").read_text()[-3000:]
+
+    answer = _graphql(port, f'mutation {{ terminateRun(runId: "{run_id}") {{ __typename }} }}')
+    assert answer["terminateRun"]["__typename"] == "TerminateRunSuccess", answer
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert alive == [], f"Beam workers still running after termination: {[p.pid for p in alive]}"
+    status_query = f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}'
+    deadline = time.time() + 60
+    while time.time() < deadline and _graphql(port, status_query)["runOrError"]["status"] != "CANCELED":
+        time.sleep(1)
+    assert _graphql(port, status_query)["runOrError"]["status"] == "CANCELED"

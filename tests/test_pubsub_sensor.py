@@ -186,3 +186,25 @@ def test_output_topic_announces_each_recorded_feature(klio_env, catalogue, topic
     announced = sorted((m.message.attributes["feature"], m.message.attributes["track_id"]) for m in received)
     assert announced == sorted(outcome.computed) == sorted((f, t.track_id) for f in ("downsample", "beat_tracking", "energy"))
     assert {json.loads(m.message.data)["run_id"] for m in received} == {outcome.run_id}
+
+
+def test_a_poison_message_is_dead_lettered_and_the_valid_one_after_it_goes_through(klio_env, catalogue, topics):
+    """A 10 kB event 5,000 levels deep used to crash every tick (RecursionError) and stall the subscription."""
+    publisher, subscriber, topic, sub, dead, dead_sub = topics
+    poison = b'{"track_id": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    publisher.publish(topic, poison).result()
+    publisher.publish(topic, b"", eventType="OBJECT_FINALIZE").result()  # a GCS notification whose body is the poison
+    publisher.publish(topic, b"[" * 5000, eventType="OBJECT_FINALIZE").result()
+    t = catalogue[0]
+    publisher.publish(topic, json.dumps({"track_id": t.track_id, "uri": "/etc/hostname"}).encode()).result()
+    publisher.publish(topic, json.dumps({"track_id": t.track_id, "uri": str(t.path)}).encode()).result()
+    defs = definitions(klio_env, sub, dead)
+    first = tick(defs)
+    assert registered_tracks(DagsterInstance.get()) == [t.track_id] and len(first.run_requests) == 1
+    dead_letters = subscriber.pull(subscription=dead_sub, max_messages=10, timeout=10).received_messages
+    reasons = sorted(m.message.attributes["reason"] for m in dead_letters)
+    assert len(reasons) == 4, reasons
+    assert sum("nested 5001 levels deep" in r for r in reasons) == 1
+    assert any("without bucketId/objectId" in r for r in reasons) and any("is outside the allowed source roots" in r for r in reasons)
+    tick(defs, first.cursor)  # acknowledges the valid one; the dead letters were acknowledged at once
+    assert empty(subscriber, sub)
