@@ -49,5 +49,6 @@ def local_resources() -> dict[str, Any]:
         resources["klio_pubsub"] = PubSubSourceResource(
             subscription=EnvVar("KLIO_PUBSUB_SUBSCRIPTION"),
             dead_letter_topic=os.environ.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", ""),
+            **({"ack_deadline_s": int(os.environ["KLIO_PUBSUB_ACK_DEADLINE_S"])} if os.environ.get("KLIO_PUBSUB_ACK_DEADLINE_S") else {}),
         )
     return resources
