@@ -57,3 +57,10 @@ def test_a_run_left_in_progress_by_a_crash_is_named_and_the_demo_fails(cli, klio
     assert code == 1
     assert {(m["feature"], m["track"]) for m in out["missing"]} == {(f, t) for f in FEATURES for t in tracks}
     assert out["in_flight_runs"] == [crashed.run_id]
+
+
+def test_demo_refuses_to_publish_tracks_its_events_may_not_name(cli, klio_env, monkeypatch):
+    monkeypatch.setenv("KLIO_ALLOWED_SOURCES", str(klio_env / "elsewhere"))
+    code, err = cli("demo", "--tracks", "1", "--duration", "2")
+    assert code == 2 and "add it to KLIO_ALLOWED_SOURCES" in err
+    assert not (klio_env / "data" / "media" / "demo").exists()

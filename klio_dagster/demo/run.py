@@ -19,7 +19,7 @@ from dagster import RunsFilter
 
 from klio_dagster.core.features import AUDIO
 from klio_dagster.demo.catalogue import DemoTrack, write_catalogue
-from klio_dagster.errors import LocationError
+from klio_dagster.errors import ConfigurationError, LocationError
 from klio_dagster.events.local_queue import LocalQueue
 from klio_dagster.events.messages import TrackEvent
 from klio_dagster.orchestration.runs import IN_FLIGHT, execute_run
@@ -80,7 +80,15 @@ def run_demo(loc: Location, *, n_tracks: int = 12, duration_s: float = 180.0) ->
             f"the demo feeds the local queue, and this location has no {sensor_name!r} sensor "
             "(unset KLIO_PUBSUB_SUBSCRIPTION, or add build_local_queue_sensor to the location's sensors)"
         )
-    catalogue = write_catalogue(Path(os.environ["KLIO_DATA"]) / "media" / "demo", n_tracks, duration_s, overwrite=False)
+    folder = Path(os.environ["KLIO_DATA"]) / "media" / "demo"
+    with loc.defs.resources["klio_sources"].process_config_and_initialize_cm() as sources:
+        policy = sources.policy()
+    if not any(Path(os.path.realpath(folder)).is_relative_to(root) for root in policy.allowed_roots):
+        raise ConfigurationError(
+            f"the demo publishes events for tracks in {folder}, which the allowed event sources "
+            f"({', '.join(policy.allowed_roots) or 'none'}) do not include: add it to KLIO_ALLOWED_SOURCES"
+        )
+    catalogue = write_catalogue(folder, n_tracks, duration_s, overwrite=False)
     LocalQueue(os.environ["KLIO_QUEUE"]).publish_events([TrackEvent(t.track_id, uri=str(t.path)) for t in catalogue])
 
     result = evaluate_tick(loc.defs, sensor_name, loc.instance)  # registers the tracks, asks for batched runs
