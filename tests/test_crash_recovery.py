@@ -115,3 +115,38 @@ def test_a_worker_that_dies_fails_its_tracks_instead_of_hanging(tmp_path):
     assert not (Path(store.root) / RUNS_FOLDER).exists() or not list((Path(store.root) / RUNS_FOLDER).iterdir())
     assert os.getpid()  # this process survives, its workers are stopped
     assert not [p for p in psutil.Process().children(recursive=True) if "sdk_worker_main" in " ".join(p.cmdline())]
+
+
+SLOW_LOCATION = '''
+import os
+from pathlib import Path
+from klio_dagster import Audio, FeatureGraph, build_feature_definitions, feature
+
+@feature(code_version="1", output="json")
+def slow(audio: Audio, track_id: str) -> dict:
+    Path(os.environ["SLOW_MARKERS"], track_id).touch()  # computing has begun
+    return {"sum": sum(range(10**11))}  # minutes in C code that holds the GIL, as a long numba call does
+
+defs = build_feature_definitions(FeatureGraph([slow]), name="slow_features")
+'''
+
+
+def test_workers_die_with_a_killed_driver_even_in_the_middle_of_a_long_track(klio_env, tracks, monkeypatch):
+    """A worker computing a long track when its driver is killed used to run on to the track's end (minutes)."""
+    (klio_env / "slow_location.py").write_text(SLOW_LOCATION)
+    markers = klio_env / "markers"
+    markers.mkdir()
+    monkeypatch.setenv("KLIO_DEFINITIONS", str(klio_env / "slow_location.py"))
+    monkeypatch.setenv("SLOW_MARKERS", str(markers))
+    driver = cli("materialize", "slow", "--all-tracks")
+    deadline = time.monotonic() + 180
+    while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = workers_of(driver.pid)
+    assert len(list(markers.iterdir())) == 2 and workers, "the workers never started computing"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    killed = time.monotonic()
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert alive == [], f"workers outlived their driver by 30 s: {[p.pid for p in alive]}"
+    assert time.monotonic() - killed < 10

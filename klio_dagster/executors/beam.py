@@ -30,8 +30,8 @@ from threadpoolctl import threadpool_limits
 
 from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, compute_track
 from klio_dagster.core.features import FeatureGraph
-from klio_dagster.core.processes import ProcessIdentity, child_processes, exit_with, kill_processes
 from klio_dagster.errors import ConfigurationError, WorkerLost
+from klio_dagster.executors.processes import ProcessIdentity, child_processes, exit_with, kill_processes
 from klio_dagster.storage.stores import RUNS_FOLDER, FeatureStore
 
 LOCAL_RUNNER = "FnApiRunner"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from klio_dagster.core.processes import ProcessIdentity
+from klio_dagster.executors.processes import ProcessIdentity
 from klio_dagster.orchestration.tags import OWNER_TAG
 from klio_dagster.storage.stores import RUNS_FOLDER, FeatureStore
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 
 import psutil
@@ -62,19 +64,30 @@ def _start_time_ms(pid: int) -> int | None:
 
 
 def exit_with(driver: ProcessIdentity, poll_s: float = 0.5) -> None:
-    """End this process within ``poll_s`` of ``driver`` ending (at once if it already has).
+    """Have this process killed within ``poll_s`` of ``driver`` ending (at once if it already has).
 
     For worker processes started by a driver that may be killed with
     ``SIGKILL``, which gives it no chance to stop them (Beam starts its local
-    workers through a shell, so the driver is not their parent).
+    workers through a shell, so the driver is not their parent). The watching
+    is done by a small separate process, because a worker deep in native code
+    that holds the GIL (a long numba call) runs no Python thread for minutes.
     """
+    subprocess.Popen(
+        [sys.executable, "-m", __name__, driver.token(), str(os.getpid()), str(poll_s)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        close_fds=True,
+    )
 
-    def watch() -> None:
-        while driver.is_alive():
-            threading.Event().wait(poll_s)
-        os._exit(70)  # EX_SOFTWARE: the driver is gone, nobody will read this worker's results
 
-    threading.Thread(target=watch, name="klio-exit-with-parent", daemon=True).start()
+def _watch(driver: ProcessIdentity, worker: int, poll_s: float) -> None:
+    """Kill ``worker`` when ``driver`` ends; return when either has ended."""
+    watched = psutil.Process(worker)
+    while watched.is_running() and watched.status() != psutil.STATUS_ZOMBIE:
+        if not driver.is_alive():
+            watched.kill()
+            return
+        time.sleep(poll_s)
 
 
 def child_processes(command_part: str) -> list[psutil.Process]:
@@ -97,3 +110,13 @@ def kill_processes(processes: list[psutil.Process], timeout_s: float = 10.0) -> 
         except psutil.NoSuchProcess:
             continue
     psutil.wait_procs(processes, timeout=timeout_s)
+
+
+if __name__ == "__main__":  # the watcher started by exit_with: DRIVER_TOKEN WORKER_PID POLL_S
+    token, worker_pid, poll = sys.argv[1:4]
+    identity = ProcessIdentity.from_token(token)
+    if identity is not None:
+        try:
+            _watch(identity, int(worker_pid), float(poll))
+        except psutil.NoSuchProcess:
+            pass
