@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from klio_dagster.core.audio import frame_rms, onset_strength
+
 #: Analysis frames: 2048 samples, hop 512 (about 93 ms / 23 ms at 22,050 Hz).
 N_FFT = 2048
 HOP_LENGTH = 512
@@ -27,9 +29,8 @@ def pause_ratio(y: np.ndarray, *, threshold: float = 0.1) -> float:
         Relative level (linear amplitude) below which a frame counts as a pause.
         The loud level is the 90th-percentile frame RMS.
     """
-    import librosa
 
-    rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP_LENGTH)[0]
+    rms = frame_rms(y, frame_length=N_FFT, hop_length=HOP_LENGTH)[0]
     loud = np.percentile(rms, 90)
     if loud <= 0:
         return 1.0
@@ -67,7 +68,7 @@ def rhythmic_regularity(y: np.ndarray, sr: int) -> float:
     """
     import librosa
 
-    onset = librosa.onset.onset_strength(y=y, sr=sr, hop_length=HOP_LENGTH)
+    onset = onset_strength(y, sr, hop_length=HOP_LENGTH)
     onset = onset - onset.mean()
     ac = librosa.autocorrelate(onset)
     if ac[0] <= 0:

@@ -15,7 +15,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from klio_dagster import Audio, FeatureGraph, FeatureOutput, feature
-from klio_dagster.core.audio import mel_spectrogram_db, rms_per_interval
+from klio_dagster.core.audio import beat_track, mel_spectrogram_db, rms_per_interval
 from klio_dagster.core.formats import render_png
 
 from . import descriptors
@@ -75,7 +75,8 @@ def beat_tracking(downsample: Audio) -> FeatureOutput:
     import librosa
 
     y, sr = downsample.samples, downsample.sample_rate
-    tempo, frames = librosa.beat.beat_track(y=y, sr=sr, hop_length=descriptors.HOP_LENGTH)
+    # librosa.beat.beat_track(y=y, ...)'s results, without its whole-track STFT and tempogram buffers.
+    tempo, frames = beat_track(y, sr, hop_length=descriptors.HOP_LENGTH)
     tempo_bpm = float(np.atleast_1d(tempo)[0])
     times = librosa.frames_to_time(frames, sr=sr, hop_length=descriptors.HOP_LENGTH)
     table = pd.DataFrame(

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from klio_dagster.core.audio import Audio, decode
+from klio_dagster.core.audio import Audio, decode_file
 from klio_dagster.core.features import Feature, FeatureGraph, FeatureOutput
 from klio_dagster.core.formats import as_frame
 from klio_dagster.core.versions import make_data_version
@@ -94,7 +94,10 @@ class _TrackInputs:
             self.source_uri = record.uri
             policy = self.limits.source_policy if record.from_event else None
             with self.store.open_source(record.uri, max_bytes=self.limits.max_source_bytes, policy=policy) as fh:
-                y, sr = decode(fh.read(), sr=sample_rate, mono=mono, name=record.uri)
+                # Block-wise into one float32 array; a track longer than the limit fails here, before any allocation.
+                y, sr = decode_file(
+                    fh, sr=sample_rate, mono=mono, max_duration_s=self.limits.max_duration_s, name=record.uri
+                )
             self._audio[key] = Audio(y, sr)
         return self._audio[key]
 
