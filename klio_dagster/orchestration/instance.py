@@ -6,14 +6,25 @@ from pathlib import Path
 
 from klio_dagster.events.priority import run_queue_config
 
-#: Settings of a new local instance: SQLite storage in its folder, no telemetry, no pop-ups, and a
-#: run queue where live events' runs never wait behind a backfill.
-INSTANCE_CONFIG = (
-    "# Written by klio-dagster for a new local instance; edit freely, it is kept.\n"
-    "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2)
-)
+#: Dagster's run monitoring fails a run stuck starting (its launcher or run worker died before it
+#: started); run retries then launch it again, but never a run that failed because pairs failed.
+RECOVERY_CONFIG = """\
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
+"""
+_HEADER = "# Written by klio-dagster for a new local instance; edit freely, it is kept.\n"
+#: Settings of a new local instance: SQLite storage in its folder, no telemetry, no pop-ups, a run
+#: queue where live events' runs never wait behind a backfill, and recovery from dead runs.
+INSTANCE_CONFIG = _HEADER + "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2) + RECOVERY_CONFIG
 #: What earlier versions wrote: replaced by INSTANCE_CONFIG, since nobody edited it.
 _EARLIER_CONFIGS = (
+    _HEADER + "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2),
     "telemetry:\n  enabled: false\n",
     "# Written by klio-dagster's local profile (resources/local.py); edit freely, it is kept.\n"
     "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2),

@@ -12,9 +12,10 @@ folders of dead drivers. Runs owned by other hosts are left to that host
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from klio_dagster.executors.processes import ProcessIdentity
+from klio_dagster.orchestration.compat import PARENT_RUN_ID_TAG
 from klio_dagster.orchestration.tags import OWNER_TAG
 from klio_dagster.storage.stores import RUNS_FOLDER, FeatureStore
 
@@ -37,7 +38,7 @@ def fail_dead_runs(instance: DagsterInstance) -> list[str]:
     dead = []
     for run in instance.get_runs(RunsFilter(statuses=OWNED)):
         owner = ProcessIdentity.from_token(run.tags.get(OWNER_TAG, ""))
-        if owner is None or owner.is_alive():
+        if owner is None or owner.is_alive() or _inherited(instance, run):
             continue
         instance.report_run_failed(
             run,
@@ -46,6 +47,13 @@ def fail_dead_runs(instance: DagsterInstance) -> list[str]:
         )
         dead.append(run.run_id)
     return dead
+
+
+def _inherited(instance: DagsterInstance, run: DagsterRun) -> bool:
+    """Whether the run's owner tag was copied from the run it retries (its own process has not claimed it yet)."""
+    parent_id = run.tags.get(PARENT_RUN_ID_TAG)
+    parent = instance.get_run_by_id(parent_id) if parent_id else None
+    return parent is not None and parent.tags.get(OWNER_TAG) == run.tags.get(OWNER_TAG)
 
 
 def remove_stale_results(store: FeatureStore) -> list[str]:
