@@ -21,8 +21,6 @@ import soundfile as sf
 
 from klio_dagster.errors import AudioDecodeError, TrackTooLong
 
-#: Resampling quality used everywhere (soxr's high quality mode).
-RES_TYPE = "soxr_hq"
 #: Frames read from the source at a time (about 6 s at 44.1 kHz).
 DECODE_BLOCK_FRAMES = 2**18
 #: Analysis frames (hops) computed at a time by the frame-wise features (about 95 s at 22,050 Hz, hop 512).
@@ -220,18 +218,6 @@ def _grown(out: np.ndarray, length: int) -> np.ndarray:
     grown = np.empty((*out.shape[:-1], length), dtype=out.dtype)
     grown[..., : out.shape[-1]] = out
     return grown
-
-
-def to_mono(y: np.ndarray) -> np.ndarray:
-    """Average channels: ``(channels, n)`` to ``(n,)``; 1-D input is returned as is."""
-    return y if y.ndim == 1 else np.ascontiguousarray(y.mean(axis=0), dtype=np.float32)
-
-
-def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample along the last axis from ``orig_sr`` to ``target_sr`` (Hz) with soxr."""
-    import librosa
-
-    return librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type=RES_TYPE).astype(np.float32, copy=False)
 
 
 def rms_per_interval(y: np.ndarray, sr: int, boundaries_s: np.ndarray, *, block: int = 2**20) -> np.ndarray:
