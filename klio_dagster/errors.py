@@ -55,7 +55,11 @@ class TrackTooLong(AudioDecodeError):
 
 
 class MissingInputError(KlioError):
-    """A feature's input is neither stored nor computed in the same run."""
+    """A feature's input is neither recorded and stored nor computed in the same run."""
+
+
+class InputMismatchError(MissingInputError):
+    """The stored bytes of a feature's input are not the output that lineage recorded for it."""
 
 
 class WorkerLost(KlioError, RuntimeError):

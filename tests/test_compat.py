@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dagster import AssetsDefinition, DagsterInstance, Definitions, asset, define_asset_job, in_process_executor
+from dagster import AssetExecutionContext, AssetsDefinition, DagsterInstance, Definitions, asset, define_asset_job, in_process_executor
 
 from klio_dagster.orchestration import compat
 
@@ -47,3 +47,32 @@ def test_a_run_executes_in_process_and_streams_to_the_instance(tmp_path, monkeyp
         run = instance.create_run_for_job(job_def=job, run_config={}, execution_plan=plan)
         events = list(compat.execute_run_iterator(compat.InMemoryJob(job), run, instance))
     assert any(e.event_type_value == "ASSET_MATERIALIZATION" for e in events)
+
+
+def test_input_provenance_tags_are_what_dagsters_staleness_reads():
+    from dagster import AssetKey
+    from dagster._core.definitions.data_version import DataProvenance
+
+    key = AssetKey("downsample")
+    tags = {compat.CODE_VERSION_TAG: "1", compat.get_input_data_version_tag(key): "v", compat.get_input_event_pointer_tag(key): "7"}
+    provenance = DataProvenance.from_tags(tags)
+    assert provenance.input_data_versions[key].value == "v" and provenance.input_storage_ids[key] == 7
+    assert compat.DEFAULT_DATA_VERSION.value == "INITIAL" and compat.NULL_EVENT_POINTER == "NULL"
+
+
+def test_a_failed_attempt_reported_by_a_step_makes_its_partition_failed(tmp_path):
+    from dagster import AssetKey, DynamicPartitionsDefinition, Failure, materialize
+    from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+
+    parts = DynamicPartitionsDefinition(name="p")
+
+    @asset(partitions_def=parts)
+    def other(context: AssetExecutionContext) -> None:
+        compat.report_failed_attempt(context, AssetKey("other"), "b")  # a partition this run was not launched for
+        raise Failure("b failed")
+
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("p", ["a", "b"])
+        assert not materialize([other], partition_key="a", instance=instance, raise_on_error=False).success
+        value = get_and_update_asset_status_cache_value(instance, AssetKey("other"), parts)
+        assert set(value.deserialize_failed_partition_subsets(parts).get_partition_keys()) == {"a", "b"}

@@ -179,7 +179,7 @@ _PEAK = textwrap.dedent(
     import io, json, sys
     import numpy as np, soundfile as sf, librosa, soxr
     librosa.resample  # imports before the baseline: only decoding is measured
-    from klio_dagster.core.execution import TrackLimits, _TrackInputs
+    from klio_dagster.core.execution import TrackLimits, TrackTask, _TrackInputs
     from examples.reference_graph import reference_graph
     from klio_dagster.storage.stores import LocalFeatureStore
     from klio_dagster.storage.registry import record_sources
@@ -196,7 +196,7 @@ _PEAK = textwrap.dedent(
         y = librosa.resample(np.ascontiguousarray(y.T.mean(axis=0)), orig_sr=sr, target_sr=22050, res_type="soxr_hq")
         y = y.astype(np.float32)
     else:  # what compute_track runs
-        y = _TrackInputs("t", reference_graph, store, TrackLimits()).audio(22050, True).samples
+        y = _TrackInputs(TrackTask("t", ()), reference_graph, store, TrackLimits()).audio(22050, True).samples
     print(json.dumps({"growth": hwm() - before, "output": y.nbytes}))
     """
 )

@@ -6,6 +6,7 @@ import pytest
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import FeatureGraphError
+from klio_dagster.core.versions import make_data_version
 from klio_dagster.planning.planner import FeatureLineage, Plan, plan, state_of
 
 pytestmark = pytest.mark.unit
@@ -14,14 +15,26 @@ CURRENT = {f.name: f.code_version for f in graph}
 
 
 def lineage(made: dict[str, dict[str, tuple[str, int]]]) -> dict[str, FeatureLineage]:
-    """``{feature: {track: (code_version, storage_id)}}`` as the event log would give it; absent: never made."""
+    """``{feature: {track: (code_version, storage_id)}}`` as the event log would give it; absent: never made.
+
+    Each output's bytes differ by storage ID; each was made from its parents' outputs as given here.
+    """
+    versions: dict[str, dict[str, str]] = {}
+    for name in graph.names:
+        versions[name] = {}
+        for track, (code, storage_id) in made.get(name, {}).items():
+            inputs = {p: versions[p][track] for p in graph[name].inputs if track in versions[p]}
+            versions[name][track] = make_data_version(code, f"{storage_id:016x}", inputs)
     return {
-        name: FeatureLineage(
-            code_versions={t: v for t, (v, _) in made.get(name, {}).items()},
-            storage_ids={t: i for t, (_, i) in made.get(name, {}).items()},
-        )
-        for name in graph.names
+        name: FeatureLineage(versions[name], {t: i for t, (_, i) in made.get(name, {}).items()}) for name in graph.names
     }
+
+
+def remade(state: dict[str, FeatureLineage], feature: str, track: str, digest: str) -> None:
+    """``feature`` recomputed for ``track`` after its children, into bytes with ``digest``."""
+    old = state[feature]
+    versions = {**old.data_versions, track: old.data_versions[track].rsplit(":", 1)[0] + ":" + digest}
+    state[feature] = FeatureLineage(versions, {**old.storage_ids, track: 10_000})
 
 
 def all_made(tracks, *, first_id: int = 1) -> dict[str, dict[str, tuple[str, int]]]:
@@ -55,12 +68,31 @@ def test_another_code_version_is_stale_and_so_are_its_children():
     assert plan(graph, state, ["energy"], ["t1"]).to_compute == [("beat_tracking", "t1"), ("energy", "t1")]
 
 
-def test_an_output_older_than_its_parents_latest_is_stale():
-    made = all_made(["t1"])
-    made["downsample"]["t1"] = (CURRENT["downsample"], 10_000)  # re-made after its children
-    state = lineage(made)
+def test_an_output_made_from_a_parent_since_recomputed_into_other_bytes_is_stale():
+    state = lineage(all_made(["t1"]))
+    remade(state, "downsample", "t1", "f" * 16)
     assert state_of(graph, state, "speechiness", "t1") == "stale"
     assert state_of(graph, state, "downsample", "t1") == "materialized"
+
+
+def test_a_parent_recomputed_into_the_same_bytes_leaves_its_children_current():
+    state = lineage(all_made(["t1"]))
+    remade(state, "downsample", "t1", state["downsample"].data_versions["t1"].rsplit(":", 1)[1])
+    assert state_of(graph, state, "speechiness", "t1") == "materialized"
+
+
+def test_a_parent_with_no_materialisation_leaves_its_children_as_they_are():
+    made = all_made(["t1"])
+    state = lineage(made)
+    state["downsample"] = FeatureLineage({}, {})  # wiped
+    assert state_of(graph, state, "speechiness", "t1") == "materialized"
+    assert state_of(graph, state, "downsample", "t1") == "missing"
+
+
+def test_an_output_recorded_without_input_versions_is_stale():
+    state = lineage(all_made(["t1"]))
+    state["speechiness"] = FeatureLineage({"t1": make_data_version(CURRENT["speechiness"], "0" * 16)}, {"t1": 99})
+    assert state_of(graph, state, "speechiness", "t1") == "stale"
 
 
 def test_force_recomputes_the_asked_feature_and_reuses_current_ancestors():

@@ -18,8 +18,8 @@ def run(args: argparse.Namespace) -> int:
     if track not in set(registered_tracks(loc.instance)):
         raise InvalidRequest(f"track {track!r} is not registered; run `klio-dagster ingest` first")
     rows = track_status(loc.instance, loc.graph, loc.store, track)
-    table = [[r["feature"], r["state"], r["code_version"], r["timestamp"], r["uri"]] for r in rows]
-    emit(args, rows, table, ["feature", "state", "code_version", "timestamp", "uri"])
+    table = [[r["feature"], r["state"], r.get("stored", ""), r["code_version"], r["timestamp"], r["uri"]] for r in rows]
+    emit(args, rows, table, ["feature", "state", "stored", "code_version", "timestamp", "uri"])
     return EXIT_OK
 
 

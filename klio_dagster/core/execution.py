@@ -3,7 +3,8 @@
 ``compute_track`` is the one per-track function every executor runs: it
 decodes the track's audio at most once per (sample rate, mono) pair, passes
 values computed in the same task from feature to feature in memory, reads
-other inputs from the store, validates, writes atomically and reports one
+other inputs from the store (only the outputs lineage recorded, checked
+against their recorded digest), validates, writes atomically and reports one
 :class:`PairResult` per feature. A failure stops only that feature and its
 descendants for that track.
 """
@@ -11,7 +12,6 @@ descendants for that track.
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -19,8 +19,8 @@ from typing import Any
 from klio_dagster.core.audio import Audio, decode_file
 from klio_dagster.core.features import Feature, FeatureGraph, FeatureOutput
 from klio_dagster.core.formats import as_frame
-from klio_dagster.core.versions import make_data_version
-from klio_dagster.errors import AudioDecodeError, MissingInputError
+from klio_dagster.core.versions import content_digest, digest_of, make_data_version
+from klio_dagster.errors import AudioDecodeError, InputMismatchError, MissingInputError
 from klio_dagster.storage.registry import read_source_record
 from klio_dagster.storage.sources import DEFAULT_MAX_SOURCE_BYTES, SourcePolicy
 from klio_dagster.storage.stores import FeatureStore, object_name
@@ -50,10 +50,16 @@ class TrackLimits:
 
 @dataclass(frozen=True)
 class TrackTask:
-    """The features to compute for one track, in topological order."""
+    """The features to compute for one track, in topological order.
+
+    ``inputs`` are the recorded data versions of the stored features they
+    read, ``(feature, data version)`` pairs from lineage: a stored input is
+    read only if lineage recorded it, and only if its bytes are the recorded ones.
+    """
 
     track_id: str
     features: tuple[str, ...]
+    inputs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class PairResult:
     data_version: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     preview_png_b64: str | None = None
+    input_versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -79,11 +86,14 @@ class PairResult:
 class _TrackInputs:
     """Lazily loaded inputs of one track: source bytes, decoded audio, stored features."""
 
-    def __init__(self, track_id: str, graph: FeatureGraph, store: FeatureStore, limits: TrackLimits):
-        self.track_id, self.graph, self.store, self.limits = track_id, graph, store, limits
+    def __init__(self, task: TrackTask, graph: FeatureGraph, store: FeatureStore, limits: TrackLimits):
+        self.track_id, self.graph, self.store, self.limits = task.track_id, graph, store, limits
+        self.recorded = dict(task.inputs)
         self.source_uri: str | None = None
         self._audio: dict[tuple[int | None, bool], Audio] = {}
         self.values: dict[str, Any] = {}
+        #: The data version of every value in ``values``: computed here or recorded.
+        self.versions: dict[str, str] = {}
 
     def audio(self, sample_rate: int | None, mono: bool) -> Audio:
         key = (sample_rate, mono)
@@ -103,16 +113,31 @@ class _TrackInputs:
 
     def value(self, feature: Feature, parent: str) -> Any:
         if parent not in self.values:
-            upstream = self.graph[parent]
-            try:
-                data = self.store.read_bytes(object_name(parent, self.track_id, upstream.extension))
-            except FileNotFoundError:
-                raise MissingInputError(
-                    f"input {parent!r} of {feature.name!r} is not stored for track {self.track_id!r}: "
-                    f"materialize {parent!r} first (`klio-dagster materialize {feature.name}` does it bottom-up)"
-                ) from None
-            self.values[parent] = upstream.output_format.decode(data)
+            self.values[parent] = self._read_recorded(feature, parent)
         return self.values[parent]
+
+    def _read_recorded(self, feature: Feature, parent: str) -> Any:
+        """The stored output of ``parent`` that lineage recorded, never whatever sits at its path."""
+        upstream, track = self.graph[parent], self.track_id
+        how = f"materialize {parent!r} first (`klio-dagster materialize {feature.name}` does it bottom-up)"
+        recorded = self.recorded.get(parent)
+        if recorded is None:
+            raise MissingInputError(f"input {parent!r} of {feature.name!r} has no recorded output for track {track!r}: {how}")
+        name = object_name(parent, track, upstream.extension)
+        try:
+            data = self.store.read_bytes(name)
+        except FileNotFoundError:
+            raise MissingInputError(
+                f"input {parent!r} of {feature.name!r} is recorded for track {track!r} but not in the store ({name}): {how}"
+            ) from None
+        if content_digest(data) != digest_of(recorded):
+            raise InputMismatchError(
+                f"the stored {name} is not the output of {parent!r} that lineage recorded for track {track!r} "
+                f"(data version {recorded}): it was written outside a recorded run; recompute it with "
+                f"`klio-dagster materialize {parent} --tracks {track} --force`"
+            )
+        self.versions[parent] = recorded
+        return upstream.output_format.decode(data)
 
 
 def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
@@ -134,7 +159,7 @@ def compute_track(
     task: TrackTask, graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
 ) -> list[PairResult]:
     """Compute ``task.features`` for one track within ``limits``; one result per feature, in order."""
-    inputs = _TrackInputs(task.track_id, graph, store, limits or TrackLimits())
+    inputs = _TrackInputs(task, graph, store, limits or TrackLimits())
     results: list[PairResult] = []
     failed: set[str] = set()
     for name in task.features:
@@ -156,7 +181,9 @@ def compute_track(
             failed.add(name)
             results.append(PairResult(name, task.track_id, error=f"{type(exc).__name__}: {exc}"[:2000]))
             continue
-        inputs.values[name] = value
+        read_from = {p: inputs.versions[p] for p in feature.inputs}
+        data_version = make_data_version(feature.code_version, content_digest(data), read_from)
+        inputs.values[name], inputs.versions[name] = value, data_version
         metadata.update(
             uri=uri,
             code_version=feature.code_version,
@@ -165,9 +192,6 @@ def compute_track(
         )
         if inputs.source_uri:
             metadata["source_uri"] = inputs.source_uri
-        digest = hashlib.sha1(data).hexdigest()[:16]
         preview = base64.b64encode(output.preview_png).decode() if output.preview_png else None
-        results.append(
-            PairResult(name, task.track_id, uri, None, make_data_version(feature.code_version, digest), metadata, preview)
-        )
+        results.append(PairResult(name, task.track_id, uri, None, data_version, metadata, preview, read_from))
     return results

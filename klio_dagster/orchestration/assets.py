@@ -3,10 +3,13 @@
 All features of a graph are one ``multi_asset`` (subsettable, partitioned by
 ``tracks``, backfills in batches of tracks): one run computes any subset of features
 for any set of tracks in one step, which launches one executor batch (one
-Beam pipeline). Every successful (feature, track) is recorded as one
-materialisation of that partition; a failure is recorded as an
-``AssetObservation`` with ``klio/status = failed`` and its error, and the
-step then fails so that the run shows it.
+Beam pipeline). The step plans bottom-up, whatever launched it (the UI, the
+CLI, a sensor): the missing or stale ancestors of the selection are computed
+for its tracks in the same run. Every successful (feature, track) is recorded
+as one materialisation of that partition, with the input data versions it was
+made from; a failure is recorded as a failed attempt of that partition and an
+``AssetObservation`` with ``klio/status = failed`` and its error, and the step
+then fails so that the run, and each failed partition, show it.
 """
 
 
@@ -37,8 +40,9 @@ from klio_dagster.core.tracks import validate_track_ids
 from klio_dagster.errors import WorkerLost
 from klio_dagster.events.outputs import FeatureDone, OutputEventsResource
 from klio_dagster.orchestration.claims import claims_before, leave_to_claimants
-from klio_dagster.orchestration.compat import CODE_VERSION_TAG, DATA_VERSION_TAG, attach_feature_graph
+from klio_dagster.orchestration.compat import CODE_VERSION_TAG, DATA_VERSION_TAG, attach_feature_graph, report_failed_attempt
 from klio_dagster.orchestration.partitions import tracks_partitions
+from klio_dagster.orchestration.provenance import InputPointers, recorded_inputs
 from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource, TrackSourcesResource
 from klio_dagster.orchestration.run_health import claim_run, clean_up_after_dead_runs, owner_tags
 from klio_dagster.orchestration.tags import (
@@ -49,7 +53,8 @@ from klio_dagster.orchestration.tags import (
     SAMPLE_RATE_METADATA,
     STATUS_TAG,
 )
-from klio_dagster.planning.lineage import plan_from_log
+from klio_dagster.planning.lineage import load_lineage
+from klio_dagster.planning.planner import plan
 
 
 class FeatureRunConfig(Config):
@@ -77,7 +82,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _materialization(result: PairResult) -> AssetMaterialization:
+def _materialization(result: PairResult, input_tags: dict[str, str]) -> AssetMaterialization:
     metadata: dict[str, Any] = {k: _plain(v) for k, v in result.metadata.items()}
     metadata["uri"] = MetadataValue.path(result.uri or "")
     if "source_uri" in metadata:
@@ -91,6 +96,7 @@ def _materialization(result: PairResult) -> AssetMaterialization:
         tags={
             DATA_VERSION_TAG: result.data_version or "",
             CODE_VERSION_TAG: str(result.metadata.get("code_version", "")),
+            **input_tags,
         },
     )
 
@@ -147,9 +153,10 @@ def compute_features(
     clean_up_after_dead_runs(instance, store)
     # Claims first, then lineage: a claimant that finishes in between has recorded its pairs by then.
     claimed = claims_before(instance, context.run_id)
-    work = plan_from_log(instance, graph, selected, tracks, force=force, bottom_up=False)
+    lineage = load_lineage(instance, [*graph.with_ancestors(selected), *graph.external_names], tracks)
+    work = plan(graph, lineage, selected, tracks, force=force, bottom_up=True)
     work, left = leave_to_claimants(work, graph, claimed)
-    tasks = [TrackTask(t, fs) for t, fs in work.features_by_track().items()]
+    tasks = [TrackTask(t, fs, recorded_inputs(graph, lineage, t, fs)) for t, fs in work.features_by_track().items()]
     context.log.info(
         f"{len(work.to_compute)} (feature, track) pairs to compute for {len(tasks)} of {len(tracks)} tracks; "
         f"{len(work.skipped) - len(left)} already current"
@@ -170,22 +177,31 @@ def compute_features(
             announce_errors.append(f"{len(unannounced)} output events not published: {type(exc).__name__}: {exc}")
         unannounced.clear()
 
+    def record_failure(feature: str, track: str, error: str) -> AssetObservation:
+        report_failed_attempt(context, AssetKey(feature), track)
+        return failure_observation(feature, track, error)
+
     pending = {t.track_id: t for t in tasks}
+    pointers = InputPointers(context, lineage)
     no_result = "the executor returned no result for this track"
     try:
         for done, results in enumerate(executor.run(tasks, graph, store, sources.limits()), 1):
             if results:
                 pending.pop(results[0].track_id, None)
+            read_later = {p for r in results for p in r.input_versions}
             for result in results:
                 if result.ok:
-                    yield _materialization(result)
+                    feature = graph[result.feature]
+                    yield _materialization(result, pointers.tags_for(feature, result.track_id, result.input_versions))
+                    if result.feature in read_later:
+                        pointers.recorded(result.feature, result.track_id)
                     if outputs.enabled:
                         unannounced.append(_done(result, context.run_id))
                 else:
                     failed += 1
                     if len(examples) < 20:
                         examples.append(f"{result.feature} / {result.track_id}: {result.error}")
-                    yield failure_observation(result.feature, result.track_id, result.error or "")
+                    yield record_failure(result.feature, result.track_id, result.error or "")
             if done % 50 == 0:
                 context.log.info(f"{done}/{len(tasks)} tracks done")
             if done % output_chunk_tracks == 0:
@@ -197,7 +213,7 @@ def compute_features(
     for task in pending.values():
         for feature in task.features:
             failed += 1
-            yield failure_observation(feature, task.track_id, no_result)
+            yield record_failure(feature, task.track_id, no_result)
     problems = []
     if failed:
         problems.append(f"{failed} (feature, track) pairs failed; the others were recorded.\n" + "\n".join(examples))

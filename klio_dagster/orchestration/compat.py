@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dagster import AssetKey
+
 # Data and code versions are read from and written to materialisation tags. Dagster's public
 # API exposes versions only through `DataVersion` on an output (one per output, not per
 # partition of a batched run); the tag names are defined only in this private module.
-from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_TAG
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    DEFAULT_DATA_VERSION,
+    NULL_DATA_VERSION,
+    NULL_EVENT_POINTER,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
 
 # Executing a run request in this process and streaming its events to the instance without
 # keeping them in memory. `execute_in_process` keeps every event of the run (memory grows
@@ -31,8 +41,14 @@ from dagster._core.storage.tags import (
     PRIORITY_TAG,
 )
 
+# Dagster's partition status shows a partition as failed when a failed run planned it and did not
+# materialise it; its own "failed to materialize" events are not stored by the OSS storages. A run
+# over an arbitrary set of tracks has no partition, so Dagster plans none: the step reports the
+# planned event of each pair that failed. No public API reports a planned event.
+from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+
 if TYPE_CHECKING:
-    from dagster import AssetsDefinition
+    from dagster import AssetExecutionContext, AssetsDefinition
 
     from klio_dagster.core.features import FeatureGraph
 
@@ -55,7 +71,22 @@ def feature_graph_of(assets: AssetsDefinition) -> FeatureGraph | None:
     return getattr(fn, _GRAPH_ATTRIBUTE, None)
 
 
+def report_failed_attempt(context: AssetExecutionContext, asset_key: AssetKey, partition: str) -> None:
+    """Record that this run set out to materialise ``partition`` of ``asset_key`` (it shows failed once the run fails)."""
+    planned = AssetMaterializationPlannedData(asset_key, partition=partition)
+    step_key = context.get_step_execution_context().step.key
+    context.instance.report_dagster_event(
+        DagsterEvent.build_asset_materialization_planned_event(context.job_name, step_key, planned), run_id=context.run_id
+    )
+
+
 __all__ = [
+    "report_failed_attempt",
+    "DEFAULT_DATA_VERSION",
+    "NULL_DATA_VERSION",
+    "NULL_EVENT_POINTER",
+    "get_input_data_version_tag",
+    "get_input_event_pointer_tag",
     "attach_feature_graph",
     "feature_graph_of",
     "ASSET_PARTITION_RANGE_END_TAG",

@@ -1,9 +1,9 @@
 """Lineage from Dagster's event log, and the planner run against it.
 
 For each feature two batched queries (latest data version and latest storage
-ID per partition), never one per track. A feature's data version is
-``"{code_version}:{content digest}"``, so the code version an output was
-made with is read from an indexed tag.
+ID per partition), never one per track. A feature's data version holds its
+code version, a digest of its bytes and marks of its inputs' data versions
+(:mod:`klio_dagster.core.versions`), all read from one indexed tag.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from klio_dagster.core.features import FeatureGraph
-from klio_dagster.core.versions import code_version_of
 from klio_dagster.orchestration.compat import DATA_VERSION_TAG
 from klio_dagster.planning.planner import FeatureLineage, Plan, plan
 
@@ -34,7 +33,7 @@ def load_lineage(instance: DagsterInstance, features: Iterable[str], tracks: Seq
             key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(partitions) if partitions else None
         )
         lineage[name] = FeatureLineage(
-            code_versions={t: code_version_of(v[DATA_VERSION_TAG]) for t, v in tags.items() if DATA_VERSION_TAG in v},
+            data_versions={t: v[DATA_VERSION_TAG] for t, v in tags.items() if DATA_VERSION_TAG in v},
             storage_ids=dict(ids),
         )
     return lineage

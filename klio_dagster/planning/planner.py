@@ -10,16 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.features import Feature, FeatureGraph
+from klio_dagster.core.versions import code_version_of, input_mark, input_marks_of
 
 Pair = tuple[str, str]
 
 
 @dataclass(frozen=True)
 class FeatureLineage:
-    """What the event log says of one feature: per track, code version and storage ID."""
+    """What the event log says of one feature: per track, the latest data version and its storage ID."""
 
-    code_versions: dict[str, str]
+    data_versions: dict[str, str]
     storage_ids: dict[str, int]
 
 
@@ -52,19 +53,32 @@ class Plan:
 def state_of(graph: FeatureGraph, lineage: dict[str, FeatureLineage], feature: str, track: str) -> str:
     """``"missing"``, ``"stale"`` or ``"materialized"`` for one pair, from lineage.
 
-    Stale means made by another code version, or older than an input's
-    latest materialisation.
+    Stale means made by another code version, or from inputs other than their
+    current outputs (Dagster's rule, so the UI's "Unsynced" agrees): an input
+    recomputed into different bytes makes its children stale, one recomputed
+    into the same bytes does not, and an input with no materialisation at all
+    (wiped) leaves its children as they are.
     """
-    record = lineage[feature]
-    if track not in record.code_versions:
+    version = lineage[feature].data_versions.get(track)
+    if version is None:
         return "missing"
-    if record.code_versions[track] != graph[feature].code_version:
+    if code_version_of(version) != graph[feature].code_version:
         return "stale"
-    own_id = record.storage_ids.get(track, 0)
-    for parent in graph[feature].inputs:
-        if parent in lineage and lineage[parent].storage_ids.get(track, 0) > own_id:
-            return "stale"
-    return "materialized"
+    return "materialized" if _made_from_current_inputs(graph[feature], lineage, track, version) else "stale"
+
+
+def _made_from_current_inputs(feature: Feature, lineage: dict[str, FeatureLineage], track: str, version: str) -> bool:
+    parents = sorted(feature.inputs)
+    if not parents:
+        return True
+    marks = input_marks_of(version)
+    if len(marks) != len(parents):
+        return False  # made before input versions were recorded, or from other inputs
+    for parent, mark in zip(parents, marks):
+        current = lineage[parent].data_versions.get(track) if parent in lineage else None
+        if current is not None and input_mark(current) != mark:
+            return False
+    return True
 
 
 def plan(

@@ -7,13 +7,14 @@ from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
-from klio_dagster.core.features import AUDIO, FeatureGraph
+from klio_dagster.core.features import AUDIO, Feature, FeatureGraph
+from klio_dagster.core.versions import content_digest, digest_of
 from klio_dagster.orchestration.compat import CODE_VERSION_TAG
 from klio_dagster.orchestration.tags import FAILED, PING_TAG, STATUS_TAG
 from klio_dagster.planning.lineage import load_lineage
 from klio_dagster.planning.planner import state_of
 from klio_dagster.storage.registry import read_source_uri
-from klio_dagster.storage.stores import FeatureStore
+from klio_dagster.storage.stores import FeatureStore, object_name
 
 _RECENT_OBSERVATIONS = 20
 #: Metadata left out of a status row: the UI's preview image.
@@ -24,8 +25,24 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat() if timestamp else None
 
 
+def stored_output(store: FeatureStore, feature: Feature, track: str, data_version: str | None) -> str:
+    """What storage holds for one pair, against lineage: ``recorded``, ``absent``, ``differs`` or ``unrecorded``.
+
+    ``differs``: the bytes are not the recorded output (written outside a recorded
+    run); ``unrecorded``: an output lineage does not know (a crashed run's). Readers
+    use neither: they read only the recorded output, checked against its digest.
+    """
+    try:
+        data = store.read_bytes(object_name(feature.name, track, feature.extension))
+    except FileNotFoundError:
+        return "absent"
+    if data_version is None:
+        return "unrecorded"
+    return "recorded" if content_digest(data) == digest_of(data_version) else "differs"
+
+
 def track_status(instance: DagsterInstance, graph: FeatureGraph, store: FeatureStore, track: str) -> list[dict[str, Any]]:
-    """One row per feature (``audio`` first): state, code version, run, time, URI, metadata, last error and ping."""
+    """One row per feature (``audio`` first): state, code version, run, time, URI, what storage holds, metadata, last error and ping."""
     source = read_source_uri(store, track)
     rows: list[dict[str, Any]] = [
         {"feature": AUDIO, "state": "materialized" if source else "missing", "code_version": None,
@@ -39,7 +56,8 @@ def track_status(instance: DagsterInstance, graph: FeatureGraph, store: FeatureS
         failure = next((o for o in observations if o.asset_observation and o.asset_observation.tags.get(STATUS_TAG) == FAILED), None)
         ping = next((o for o in observations if o.asset_observation and PING_TAG in o.asset_observation.tags), None)
         row: dict[str, Any] = {"feature": feature.name, "state": state_of(graph, lineage, feature.name, track),
-                               "code_version": None, "run_id": None, "timestamp": None, "uri": None}
+                               "code_version": None, "run_id": None, "timestamp": None, "uri": None,
+                               "stored": stored_output(store, feature, track, lineage[feature.name].data_versions.get(track))}
         if materialized:
             record = materialized[0]
             m = record.asset_materialization

@@ -1,0 +1,115 @@
+"""Runs as the UI launches them (one partition, a selection), lineage the UI believes, failures it shows."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from examples.reference_graph import reference_graph
+from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource, TrackSourcesResource
+from klio_dagster.orchestration.assets import build_feature_assets
+from klio_dagster.orchestration.compat import get_input_data_version_tag, get_input_event_pointer_tag
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value  # what the UI reads
+from klio_dagster.orchestration.partitions import tracks_partitions
+
+pytestmark = pytest.mark.integration
+
+
+def ui_run(klio_env, track: str, *features: str):
+    """What the UI's "Materialize" of ``features`` for one partition launches: that partition, that selection."""
+    resources = {
+        "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
+        "klio_executor": FeatureExecutorResource(mode="in_process"),
+        "klio_output": OutputEventsResource(),
+        "klio_sources": TrackSourcesResource(),
+    }
+    assets = build_feature_assets(reference_graph)
+    return materialize([assets], selection=[AssetKey(f) for f in features], partition_key=track,
+                       instance=DagsterInstance.get(), resources=resources, raise_on_error=False)
+
+
+def failed_and_materialized(instance: DagsterInstance, key: AssetKey) -> tuple[set[str], set[str]]:
+    """The partitions the UI shows as failed and as materialised (Dagster's partition status cache)."""
+    value = get_and_update_asset_status_cache_value(instance, key, tracks_partitions)
+    failed = set(value.deserialize_failed_partition_subsets(tracks_partitions).get_partition_keys())
+    materialized = set(value.deserialize_materialized_partition_subsets(tracks_partitions).get_partition_keys())
+    return failed, materialized - failed
+
+
+def recorded(instance: DagsterInstance, feature: str, track: str):
+    from dagster import AssetRecordsFilter
+
+    records = instance.fetch_materializations(AssetRecordsFilter(AssetKey(feature), asset_partitions=[track]), limit=1).records
+    return records[0] if records else None
+
+
+def test_materialize_of_one_partition_in_the_ui_computes_its_missing_line_and_records_provenance(cli, ingested, klio_env):
+    track = ingested[0]
+    result = ui_run(klio_env, track, "energy")
+    assert result.success
+    made = [(m.asset_key.path[-1], m.partition)
+            for m in (e.step_materialization_data.materialization for e in result.get_asset_materialization_events())]
+    assert made == [("downsample", track), ("beat_tracking", track), ("energy", track)]  # never siblings
+
+    instance = DagsterInstance.get()
+    downsample, beats, energy = (recorded(instance, f, track) for f in ("downsample", "beat_tracking", "energy"))
+    tags = energy.asset_materialization.tags
+    assert tags[get_input_data_version_tag(AssetKey("beat_tracking"))] == beats.asset_materialization.tags["dagster/data_version"]
+    assert tags[get_input_event_pointer_tag(AssetKey("beat_tracking"))] == str(beats.storage_id)
+    assert tags[get_input_event_pointer_tag(AssetKey("downsample"))] == str(downsample.storage_id)
+    assert get_input_data_version_tag(AssetKey("audio")) in downsample.asset_materialization.tags
+    code, status = cli("status", track)
+    assert {r["feature"]: (r["state"], r.get("stored")) for r in status if r["feature"] != "audio"} == {
+        "downsample": ("materialized", "recorded"), "beat_tracking": ("materialized", "recorded"),
+        "energy": ("materialized", "recorded"), "speechiness": ("missing", "absent"),
+        "instrumentalness": ("missing", "absent"), "spectrogram": ("missing", "absent"),
+    }
+
+
+def test_an_output_lineage_never_recorded_is_never_read(cli, ingested, klio_env):
+    track = ingested[1]
+    stray = klio_env / "store" / "downsample" / f"{track}.wav"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"RIFF left by a crashed run")  # on disk at the predictable path, never recorded
+    code, status = cli("status", track)
+    assert next(r for r in status if r["feature"] == "downsample")["stored"] == "unrecorded"
+
+    result = ui_run(klio_env, track, "speechiness")
+    assert result.success
+    code, status = cli("status", track)
+    rows = {r["feature"]: r for r in status}
+    assert (rows["downsample"]["state"], rows["downsample"]["stored"]) == ("materialized", "recorded")
+    assert rows["speechiness"]["state"] == "materialized"
+
+
+def test_a_parent_overwritten_outside_lineage_fails_its_child_with_what_to_do(cli, ingested, klio_env):
+    track = ingested[2]
+    assert cli("materialize", "downsample", "--tracks", track)[0] == 0
+    (klio_env / "store" / "downsample" / f"{track}.wav").write_bytes(b"not what was recorded")
+    code, status = cli("status", track)
+    assert next(r for r in status if r["feature"] == "downsample")["stored"] == "differs"
+
+    code, out = cli("materialize", "speechiness", "--tracks", track)
+    assert code == 1
+    (failure,) = out["failed"]
+    assert failure["feature"] == "speechiness" and "InputMismatchError" in failure["error"]
+    assert f"klio-dagster materialize downsample --tracks {track} --force" in failure["error"]
+
+
+def test_failed_pairs_are_failed_partitions_until_recomputed(cli, catalogue, klio_env):
+    broken = klio_env / "broken.flac"
+    broken.write_bytes(b"fLaC" + bytes(range(256)) * 20)
+    code, out = cli("ingest", str(catalogue[0].path), str(broken))
+    good = catalogue[0].track_id
+    code, out = cli("materialize", "speechiness", "--all-tracks")  # a run over a set of tracks: no partition tag
+    assert code == 1
+    instance = DagsterInstance.get()
+    for feature in ("downsample", "speechiness"):
+        failed, materialized = failed_and_materialized(instance, AssetKey(feature))
+        assert failed == {"broken"} and materialized == {good}
+
+    broken.write_bytes(next(t.path for t in catalogue if t.path.suffix == ".flac").read_bytes())
+    code, out = cli("materialize", "speechiness", "--tracks", "broken")
+    assert code == 0, out
+    failed, materialized = failed_and_materialized(instance, AssetKey("speechiness"))
+    assert failed == set() and materialized == {good, "broken"}
