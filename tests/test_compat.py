@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dagster import AssetExecutionContext, AssetsDefinition, DagsterInstance, Definitions, asset, define_asset_job, in_process_executor
+from dagster import AssetsDefinition, DagsterInstance, Definitions, asset, define_asset_job, in_process_executor
 
 from klio_dagster.orchestration import compat
 
@@ -67,7 +67,7 @@ def test_a_failed_attempt_reported_by_a_step_makes_its_partition_failed(tmp_path
     parts = DynamicPartitionsDefinition(name="p")
 
     @asset(partitions_def=parts)
-    def other(context: AssetExecutionContext) -> None:
+    def other(context) -> None:
         compat.report_failed_attempt(context, AssetKey("other"), "b")  # a partition this run was not launched for
         raise Failure("b failed")
 
