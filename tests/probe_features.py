@@ -3,6 +3,9 @@
 import os
 import signal
 
+import pandas as pd
+import pandera.pandas as pa
+
 from threadpoolctl import threadpool_info
 
 from klio_dagster import Audio, FeatureGraph, FeatureOutput, feature
@@ -27,3 +30,12 @@ def dies_on_crash_tracks(audio: Audio, track_id: str) -> dict:
 
 
 crash_graph = FeatureGraph([dies_on_crash_tracks])
+
+
+@feature(code_version="1", output="parquet", schema=pa.DataFrameSchema({"seconds": pa.Column(float, pa.Check.gt(0))}))
+def seconds(audio: Audio, track_id: str) -> pd.DataFrame:
+    """The track's duration, negated for tracks whose ID contains ``neg`` (an output its schema rejects)."""
+    return pd.DataFrame({"seconds": [-audio.duration_s if "neg" in track_id else audio.duration_s]})
+
+
+schema_graph = FeatureGraph([seconds])

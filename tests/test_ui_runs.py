@@ -3,26 +3,40 @@
 from __future__ import annotations
 
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance, materialize
 
 from examples.reference_graph import reference_graph
-from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource, TrackSourcesResource
+from klio_dagster import (
+    FeatureExecutorResource,
+    FeatureStoreResource,
+    OutputEventsResource,
+    TrackSourcesResource,
+    build_feature_definitions,
+)
 from klio_dagster.orchestration.assets import build_feature_assets
 from klio_dagster.orchestration.compat import get_input_data_version_tag, get_input_event_pointer_tag
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value  # what the UI reads
 from klio_dagster.orchestration.partitions import tracks_partitions
+from klio_dagster.planning.lineage import plan_from_log
+from klio_dagster.storage.registry import record_sources
+from probe_features import schema_graph
+from runs import run_plan
 
 pytestmark = pytest.mark.integration
 
 
-def ui_run(klio_env, track: str, *features: str):
-    """What the UI's "Materialize" of ``features`` for one partition launches: that partition, that selection."""
-    resources = {
+def local_resources(klio_env) -> dict:
+    return {
         "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
         "klio_executor": FeatureExecutorResource(mode="in_process"),
         "klio_output": OutputEventsResource(),
         "klio_sources": TrackSourcesResource(),
     }
+
+
+def ui_run(klio_env, track: str, *features: str):
+    """What the UI's "Materialize" of ``features`` for one partition launches: that partition, that selection."""
+    resources = local_resources(klio_env)
     assets = build_feature_assets(reference_graph)
     return materialize([assets], selection=[AssetKey(f) for f in features], partition_key=track,
                        instance=DagsterInstance.get(), resources=resources, raise_on_error=False)
@@ -37,8 +51,6 @@ def failed_and_materialized(instance: DagsterInstance, key: AssetKey) -> tuple[s
 
 
 def recorded(instance: DagsterInstance, feature: str, track: str):
-    from dagster import AssetRecordsFilter
-
     records = instance.fetch_materializations(AssetRecordsFilter(AssetKey(feature), asset_partitions=[track]), limit=1).records
     return records[0] if records else None
 
@@ -113,3 +125,21 @@ def test_failed_pairs_are_failed_partitions_until_recomputed(cli, catalogue, kli
     assert code == 0, out
     failed, materialized = failed_and_materialized(instance, AssetKey("speechiness"))
     assert failed == set() and materialized == {good, "broken"}
+
+
+def test_schemas_are_asset_checks_that_name_the_tracks_that_failed(klio_env, catalogue):
+    resources = local_resources(klio_env)
+    defs = build_feature_definitions(schema_graph, name="probe", resources=resources)
+    instance = DagsterInstance.get()
+    sources = {"fine": str(catalogue[0].path), "neg-one": str(catalogue[1].path)}
+    record_sources(resources["klio_store"].get_store(), sources)
+    instance.add_dynamic_partitions("tracks", list(sources))
+    outcome = run_plan(defs, plan_from_log(instance, schema_graph, ["seconds"], list(sources)))
+    assert [f["track"] for f in outcome.failed] == ["neg-one"] and "SchemaError" in outcome.failed[0]["error"]
+    key = AssetCheckKey(AssetKey("seconds"), "schema")
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+    evaluation = record.event.dagster_event.event_specific_data
+    assert record.run_id == outcome.run_id and not evaluation.passed
+    assert evaluation.metadata["tracks_validated"].value == 2 and list(evaluation.metadata["failed_tracks"].value) == ["neg-one"]
+    failed, materialized = failed_and_materialized(instance, AssetKey("seconds"))
+    assert (failed, materialized) == ({"neg-one"}, {"fine"})

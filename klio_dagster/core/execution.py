@@ -74,6 +74,8 @@ class PairResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     preview_png_b64: str | None = None
     input_versions: dict[str, str] = field(default_factory=dict)
+    #: The feature's schema check: ``True`` passed, ``False`` failed (the output is not stored), ``None`` not run.
+    valid: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -165,6 +167,7 @@ def compute_track(
     for name in task.features:
         feature = graph[name]
         start = time.perf_counter()
+        valid: bool | None = None
         try:
             broken = [p for p in feature.inputs if p in failed]
             if broken:
@@ -174,12 +177,14 @@ def compute_track(
             if isinstance(value, Audio):
                 metadata.update(sample_rate_hz=value.sample_rate, duration_s=round(value.duration_s, 3))
             if feature.schema is not None:
+                valid = False
                 feature.schema.validate(as_frame(value))
+                valid = True
             data = feature.output_format.encode(value)
             uri = store.write_bytes(object_name(name, task.track_id, feature.extension), data)
         except Exception as exc:  # noqa: BLE001 - isolation: any failure is recorded for this pair only
             failed.add(name)
-            results.append(PairResult(name, task.track_id, error=f"{type(exc).__name__}: {exc}"[:2000]))
+            results.append(PairResult(name, task.track_id, error=f"{type(exc).__name__}: {exc}"[:2000], valid=valid))
             continue
         read_from = {p: inputs.versions[p] for p in feature.inputs}
         data_version = make_data_version(feature.code_version, content_digest(data), read_from)
@@ -193,5 +198,5 @@ def compute_track(
         if inputs.source_uri:
             metadata["source_uri"] = inputs.source_uri
         preview = base64.b64encode(output.preview_png).decode() if output.preview_png else None
-        results.append(PairResult(name, task.track_id, uri, None, data_version, metadata, preview, read_from))
+        results.append(PairResult(name, task.track_id, uri, None, data_version, metadata, preview, read_from, valid))
     return results

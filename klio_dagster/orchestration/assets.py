@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from dagster import (
+    AssetCheckEvaluation,
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
@@ -39,6 +40,7 @@ from klio_dagster.core.features import AUDIO, FeatureGraph
 from klio_dagster.core.tracks import validate_track_ids
 from klio_dagster.errors import WorkerLost
 from klio_dagster.events.outputs import FeatureDone, OutputEventsResource
+from klio_dagster.orchestration.checks import SchemaTally, schema_check_specs
 from klio_dagster.orchestration.claims import claims_before, leave_to_claimants
 from klio_dagster.orchestration.compat import CODE_VERSION_TAG, DATA_VERSION_TAG, attach_feature_graph, report_failed_attempt
 from klio_dagster.orchestration.partitions import tracks_partitions
@@ -138,7 +140,7 @@ def compute_features(
     outputs: OutputEventsResource,
     sources: TrackSourcesResource,
     output_chunk_tracks: int = 100,
-) -> Iterator[AssetMaterialization | AssetObservation]:
+) -> Iterator[AssetMaterialization | AssetObservation | AssetCheckEvaluation]:
     """The body of the feature step: plan against lineage, execute, record, announce.
 
     Output events are published after their materialisations are recorded,
@@ -182,7 +184,7 @@ def compute_features(
         return failure_observation(feature, track, error)
 
     pending = {t.track_id: t for t in tasks}
-    pointers = InputPointers(context, lineage)
+    pointers, checks = InputPointers(context, lineage), SchemaTally()
     no_result = "the executor returned no result for this track"
     try:
         for done, results in enumerate(executor.run(tasks, graph, store, sources.limits()), 1):
@@ -190,6 +192,7 @@ def compute_features(
                 pending.pop(results[0].track_id, None)
             read_later = {p for r in results for p in r.input_versions}
             for result in results:
+                checks.add(result)
                 if result.ok:
                     feature = graph[result.feature]
                     yield _materialization(result, pointers.tags_for(feature, result.track_id, result.input_versions))
@@ -214,6 +217,7 @@ def compute_features(
         for feature in task.features:
             failed += 1
             yield record_failure(feature, task.track_id, no_result)
+    yield from checks.results()
     problems = []
     if failed:
         problems.append(f"{failed} (feature, track) pairs failed; the others were recorded.\n" + "\n".join(examples))
@@ -254,6 +258,7 @@ def build_feature_assets(
     @multi_asset(
         name=name,
         specs=specs,
+        check_specs=schema_check_specs(graph),
         can_subset=True,
         partitions_def=tracks_partitions,
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=backfill_batch_size),
