@@ -16,14 +16,12 @@ import pandera.pandas as pa
 
 from klio_dagster import Audio, FeatureGraph, FeatureOutput, feature
 from klio_dagster.core.audio import beat_track, mel_spectrogram_db, rms_per_interval
-from klio_dagster.core.formats import render_png
+from klio_dagster.core.plots import mel_spectrogram_image
 
 from . import descriptors
 
 #: The rate ``downsample`` decodes at; its readers take the rate from the ``Audio`` they receive.
 SAMPLE_RATE = 22_050
-#: Width in pixels of the spectrogram thumbnail shown in the Dagster UI.
-PREVIEW_WIDTH = 240
 
 _unit = pa.Check.in_range(0.0, 1.0)
 
@@ -136,7 +134,7 @@ def spectrogram(downsample: Audio) -> FeatureOutput:
     return FeatureOutput(
         mel_db,
         {"mel_bands": int(mel_db.shape[0]), "frames": int(mel_db.shape[1])},
-        preview_png=render_png(mel_db[::4], max_width=PREVIEW_WIDTH),
+        preview=mel_spectrogram_image(mel_db, downsample.sample_rate, hop_length=descriptors.HOP_LENGTH),
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
+import PIL.Image
 import pandera.errors
 import pytest
 
@@ -101,7 +103,9 @@ def test_silence_scores_do_not_divide_by_zero():
 def test_spectrogram_schema_and_preview():
     out = spectrogram.fn(Audio(music_like(120.0, 5.0, sr=SAMPLE_RATE), SAMPLE_RATE))
     assert out.value.shape[0] == 128 and out.value.max() <= 0.0 and out.value.min() >= -80.0
-    assert out.preview_png.startswith(b"\x89PNG")
+    assert out.preview[:4] == b"RIFF" and out.preview[8:12] == b"WEBP"
+    picture = PIL.Image.open(io.BytesIO(out.preview))
+    assert picture.size == (760, 280)  # readable: time and frequency axes, a dB colour bar
     spectrogram.schema.validate(as_frame(out.value))
 
 

@@ -83,7 +83,31 @@ def test_a_command_gives_a_new_local_instance_the_run_queue_unless_its_config_wa
     with DagsterInstance.get() as instance:
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 2 and queue.tag_concurrency_limits[0]["key"] == "dagster/backfill"
+        assert not instance.nux_enabled  # no pop-up over the UI's first visit
     edited = "telemetry:\n  enabled: true\n"
     config.write_text(edited)
     prepare_environment()
     assert config.read_text() == edited
+
+
+def test_commands_name_their_runs_code_location_as_the_workspace_does(tmp_path, monkeypatch):
+    from klio_dagster.cli.location import workspace_location_name
+
+    monkeypatch.delenv("KLIO_LOCATION_NAME", raising=False)
+    workspace = tmp_path / "workspace.yaml"
+    (tmp_path / "team.py").write_text("")
+    workspace.write_text(
+        "load_from:\n"
+        "  - python_module:\n      module_name: definitions\n      location_name: klio_reference\n"
+        "  - python_module: plain_module\n"
+        "  - python_file:\n      relative_path: team.py\n      location_name: team_location\n"
+    )
+    assert workspace_location_name("definitions", workspace) == "klio_reference"
+    assert workspace_location_name("plain_module", workspace) == "plain_module"
+    assert workspace_location_name(str(tmp_path / "team.py"), workspace) == "team_location"
+    assert workspace_location_name("examples.harmony", workspace) == "examples.harmony"  # Dagster's default
+    assert workspace_location_name("definitions", tmp_path / "missing.yaml") == "definitions"
+    workspace.write_text(": not yaml [")
+    assert workspace_location_name("definitions", workspace) == "definitions"
+    monkeypatch.setenv("KLIO_LOCATION_NAME", "chosen")
+    assert workspace_location_name("definitions", workspace) == "chosen"

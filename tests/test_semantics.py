@@ -33,6 +33,14 @@ def test_bottom_up_computes_only_the_missing_line_in_one_run(cli, ingested):
     }
 
 
+def test_command_runs_carry_the_code_location_and_job_the_ui_knows(cli, ingested):
+    code, out = cli("materialize", "downsample", "--tracks", ingested[0])
+    run = DagsterInstance.get().get_run_by_id(out["run_ids"][0])
+    assert run.remote_job_origin.location_name == "klio_reference"  # workspace.yaml's name for `definitions`
+    assert run.job_name == "klio_features_job" and run.tags["dagster/code_location"] == "klio_reference"
+    assert run.tags["dagster/max_retries"] == "0"  # the command reports its outcome; the daemon never reruns it
+
+
 def test_second_identical_materialize_computes_nothing(cli, ingested):
     code, first = cli("materialize", "energy", "speechiness", "--all-tracks")
     assert code == 0 and len(first["computed"]) == 4 * len(ingested)
@@ -104,7 +112,9 @@ def test_materialisation_metadata(cli, ingested):
     for key in ("uri", "code_version", "compute_s", "source_uri"):
         assert key in downsample
     assert downsample["uri"].value.endswith(f"downsample/{track}.wav")
-    assert "data:image/png;base64," in metadata("spectrogram")["preview"].value
+    spectrogram = metadata("spectrogram")
+    assert "data:image/webp;base64," in spectrogram["preview"].value
+    assert spectrogram["full_resolution"].value.endswith(f"spectrogram/{track}.png")
 
 
 def test_isolation_bad_files_fail_alone(cli, catalogue, klio_env):

@@ -4,6 +4,10 @@
 ``examples.harmony``) or a path to a ``.py`` file, as ``dagster dev -m`` and
 ``dagster dev -f`` take them. The location's feature graph, its asset and its
 job are found by introspection (:func:`~klio_dagster.find_feature_location`).
+Runs a command executes carry the code location name the UI knows the
+location by: ``KLIO_LOCATION_NAME``, else the name ``workspace.yaml`` (in
+the working directory) gives that module or file, else Dagster's default
+(the module name, or the file's name without ``.py``).
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import yaml
 from dagster import DagsterInstance, Definitions, JobDefinition
 
 from klio_dagster.core.features import FeatureGraph
 from klio_dagster.errors import LocationError
+from klio_dagster.orchestration.compat import RemoteJobOrigin, remote_job_origin
 from klio_dagster.orchestration.factory import FeatureLocation, find_feature_location
 from klio_dagster.orchestration.instance import write_local_instance_config
 from klio_dagster.orchestration.run_health import clean_up_after_dead_runs
@@ -43,6 +49,7 @@ class Location:
     job: JobDefinition
     instance: DagsterInstance
     store: FeatureStore
+    origin: RemoteJobOrigin
 
     @property
     def graph(self) -> FeatureGraph:
@@ -84,9 +91,48 @@ def _add_import_path(folder: str) -> None:
         sys.path.insert(0, folder)
 
 
+def _target(target: str | None) -> str:
+    return target or os.environ.get("KLIO_DEFINITIONS") or DEFAULT_LOCATION
+
+
+def workspace_location_name(target: str, workspace: Path = Path("workspace.yaml")) -> str:
+    """The code location name of ``target`` (a module or a ``.py`` path) in the UI: see the module docstring."""
+    if os.environ.get("KLIO_LOCATION_NAME"):
+        return os.environ["KLIO_LOCATION_NAME"]
+    is_file = target.endswith(".py")
+    default = Path(target).stem if is_file else target
+    try:
+        entries = (yaml.safe_load(workspace.read_text()) or {}).get("load_from") or []
+    except (OSError, yaml.YAMLError, AttributeError):
+        return default
+    for entry in entries:
+        module = (entry or {}).get("python_module") if isinstance(entry, dict) else None
+        file = (entry or {}).get("python_file") if isinstance(entry, dict) else None
+        if isinstance(module, str) and not is_file and module == target:
+            return target
+        if isinstance(module, dict) and not is_file and module.get("module_name") == target:
+            return module.get("location_name") or target
+        if isinstance(file, dict) and is_file:
+            path = workspace.parent / file.get("relative_path", "")
+            if path.resolve() == Path(target).resolve():
+                return file.get("location_name") or default
+    return default
+
+
+def _origin(target: str, job_name: str) -> RemoteJobOrigin:
+    is_file = target.endswith(".py")
+    return remote_job_origin(
+        workspace_location_name(target),
+        job_name,
+        module=None if is_file else target,
+        python_file=str(Path(target).resolve()) if is_file else None,
+        working_directory=str(Path.cwd()),
+    )
+
+
 def load_definitions(target: str | None = None) -> Definitions:
     """The ``Definitions`` of the location ``target`` (default ``KLIO_DEFINITIONS``, then ``definitions``)."""
-    target = target or os.environ.get("KLIO_DEFINITIONS") or DEFAULT_LOCATION
+    target = _target(target)
     try:
         module = _import_target(target)
     except LocationError:
@@ -124,4 +170,4 @@ def load_location(target: str | None = None) -> Location:
             "removed",
             file=sys.stderr,
         )
-    return Location(defs, features, job, instance, store)
+    return Location(defs, features, job, instance, store, _origin(_target(target), job.name))

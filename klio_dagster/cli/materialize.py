@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
                 features if args.force else [],
                 tags={SOURCE_TAG: "cli", MODE_TAG: BOTTOM_UP},
                 on_pair_done=bar.update,
+                origin=loc.origin,
             )
         payload.update(
             computed=[list(p) for p in outcome.computed],

@@ -72,7 +72,7 @@ class PairResult:
     error: str | None = None
     data_version: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    preview_png_b64: str | None = None
+    preview_b64: str | None = None
     input_versions: dict[str, str] = field(default_factory=dict)
     #: The feature's schema check: ``True`` passed, ``False`` failed (the output is not stored), ``None`` not run.
     valid: bool | None = None
@@ -153,7 +153,7 @@ def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
         kwargs["track_id"] = inputs.track_id
     out = feature.fn(**kwargs)
     if isinstance(out, FeatureOutput):
-        return FeatureOutput(out.value, {**metadata, **out.metadata}, out.preview_png)
+        return FeatureOutput(out.value, {**metadata, **out.metadata}, out.preview)
     return FeatureOutput(out, metadata)
 
 
@@ -197,6 +197,6 @@ def compute_track(
         )
         if inputs.source_uri:
             metadata["source_uri"] = inputs.source_uri
-        preview = base64.b64encode(output.preview_png).decode() if output.preview_png else None
+        preview = base64.b64encode(output.preview).decode() if output.preview else None
         results.append(PairResult(name, task.track_id, uri, None, data_version, metadata, preview, read_from, valid))
     return results

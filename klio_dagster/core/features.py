@@ -31,12 +31,14 @@ class FeatureOutput:
     """A feature value with what to record on its materialisation.
 
     ``metadata`` values must be JSON-serialisable (they travel back from Beam
-    workers); ``preview_png`` is a small PNG shown inline in the Dagster UI.
+    workers); ``preview`` is an image (PNG, JPEG or WebP bytes, tens of KB: it is
+    kept in the event log) shown with the materialisation in the Dagster UI, for
+    example :func:`klio_dagster.core.plots.mel_spectrogram_image`.
     """
 
     value: Any
     metadata: Mapping[str, Any] = field(default_factory=dict)
-    preview_png: bytes | None = None
+    preview: bytes | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -93,7 +93,7 @@ def run_demo(loc: Location, *, n_tracks: int = 12, duration_s: float = 180.0) ->
 
     result = evaluate_tick(loc.defs, sensor_name, loc.instance)  # registers the tracks, asks for batched runs
     for request in result.run_requests:
-        execute_run(loc.job, loc.instance, request)
+        execute_run(loc.job, loc.instance, request, origin=loc.origin)
     evaluate_tick(loc.defs, sensor_name, loc.instance, cursor=result.cursor)  # acknowledges the handled messages
     return summarise(loc, catalogue)
 

@@ -36,7 +36,7 @@ from dagster import (
 from pydantic import Field
 
 from klio_dagster.core.execution import PairResult, TrackTask
-from klio_dagster.core.features import AUDIO, FeatureGraph
+from klio_dagster.core.features import AUDIO, Feature, FeatureGraph
 from klio_dagster.core.tracks import validate_track_ids
 from klio_dagster.errors import WorkerLost
 from klio_dagster.events.outputs import FeatureDone, OutputEventsResource
@@ -44,6 +44,7 @@ from klio_dagster.orchestration.checks import SchemaTally, schema_check_specs
 from klio_dagster.orchestration.claims import claims_before, leave_to_claimants
 from klio_dagster.orchestration.compat import CODE_VERSION_TAG, DATA_VERSION_TAG, attach_feature_graph, report_failed_attempt
 from klio_dagster.orchestration.partitions import tracks_partitions
+from klio_dagster.orchestration.previews import link_to, preview_markdown
 from klio_dagster.orchestration.provenance import InputPointers, recorded_inputs
 from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource, TrackSourcesResource
 from klio_dagster.orchestration.run_health import claim_run, clean_up_after_dead_runs, owner_tags
@@ -84,16 +85,20 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _materialization(result: PairResult, input_tags: dict[str, str]) -> AssetMaterialization:
+def _materialization(result: PairResult, feature: Feature, input_tags: dict[str, str]) -> AssetMaterialization:
     metadata: dict[str, Any] = {k: _plain(v) for k, v in result.metadata.items()}
     metadata["uri"] = MetadataValue.path(result.uri or "")
     if "source_uri" in metadata:
         metadata["source_uri"] = MetadataValue.path(metadata["source_uri"])
-    if result.preview_png_b64:
-        metadata["preview"] = MetadataValue.md(f"![{result.feature}](data:image/png;base64,{result.preview_png_b64})")
+    preview = preview_markdown(result.feature, result.track_id, result.preview_b64) if result.preview_b64 else None
+    if preview:
+        metadata["preview"] = MetadataValue.md(preview)
+    if result.uri and feature.output_format.name == "png":
+        metadata["full_resolution"] = link_to(result.uri)
     return AssetMaterialization(
         asset_key=result.feature,
         partition=result.track_id,
+        description=preview,
         metadata=metadata,
         tags={
             DATA_VERSION_TAG: result.data_version or "",
@@ -195,7 +200,7 @@ def compute_features(
                 checks.add(result)
                 if result.ok:
                     feature = graph[result.feature]
-                    yield _materialization(result, pointers.tags_for(feature, result.track_id, result.input_versions))
+                    yield _materialization(result, feature, pointers.tags_for(feature, result.track_id, result.input_versions))
                     if result.feature in read_later:
                         pointers.recorded(result.feature, result.track_id)
                     if outputs.enabled:

@@ -7,6 +7,7 @@ loudly, before anything else does.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from dagster import AssetKey
@@ -36,6 +37,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
     BACKFILL_ID_TAG,
+    MAX_RETRIES_TAG,
     PARENT_RUN_ID_TAG,
     PARTITION_NAME_TAG,
     PRIORITY_TAG,
@@ -46,6 +48,16 @@ from dagster._core.storage.tags import (
 # over an arbitrary set of tracks has no partition, so Dagster plans none: the step reports the
 # planned event of each pair that failed. No public API reports a planned event.
 from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+
+# A run the CLI executes in its own process names the code location and job the UI knows it by, as a
+# run the webserver or daemon launches does; `create_run_for_job` takes the origin, but the origin
+# classes are not public.
+from dagster._core.remote_origin import (
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 if TYPE_CHECKING:
     from dagster import AssetExecutionContext, AssetsDefinition
@@ -80,7 +92,23 @@ def report_failed_attempt(context: AssetExecutionContext, asset_key: AssetKey, p
     )
 
 
+#: The repository name of a code location loaded from a `Definitions` object.
+SINGLE_REPOSITORY_NAME = "__repository__"
+
+
+def remote_job_origin(location_name: str, job_name: str, *, module: str | None, python_file: str | None, working_directory: str) -> RemoteJobOrigin:
+    """The origin of ``job_name`` in the workspace's code location ``location_name``, as ``dagster dev`` loads it."""
+    target = LoadableTargetOrigin(
+        executable_path=sys.executable, module_name=module, python_file=python_file, working_directory=working_directory
+    )
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(target, location_name)
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLE_REPOSITORY_NAME), job_name)
+
+
 __all__ = [
+    "remote_job_origin",
+    "RemoteJobOrigin",
+    "MAX_RETRIES_TAG",
     "report_failed_attempt",
     "DEFAULT_DATA_VERSION",
     "NULL_DATA_VERSION",

@@ -19,11 +19,15 @@ run_retries:
   retry_on_asset_or_op_failure: false
 """
 _HEADER = "# Written by klio-dagster for a new local instance; edit freely, it is kept.\n"
-#: Settings of a new local instance: SQLite storage in its folder, no telemetry, no pop-ups, a run
-#: queue where live events' runs never wait behind a backfill, and recovery from dead runs.
-INSTANCE_CONFIG = _HEADER + "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2) + RECOVERY_CONFIG
+#: Settings of a new local instance: SQLite storage in its folder, no telemetry, no pop-up on the UI's
+#: first visit (`nux`), a run queue where live events' runs never wait behind a backfill, and
+#: recovery from dead runs.
+INSTANCE_CONFIG = (
+    _HEADER + "telemetry:\n  enabled: false\nnux:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2) + RECOVERY_CONFIG
+)
 #: What earlier versions wrote: replaced by INSTANCE_CONFIG, since nobody edited it.
 _EARLIER_CONFIGS = (
+    _HEADER + "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2) + RECOVERY_CONFIG,
     _HEADER + "telemetry:\n  enabled: false\n" + run_queue_config(max_concurrent_runs=2),
     "telemetry:\n  enabled: false\n",
     "# Written by klio-dagster's local profile (resources/local.py); edit freely, it is kept.\n"

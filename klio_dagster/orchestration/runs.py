@@ -24,7 +24,13 @@ from dagster import (
 
 from klio_dagster.events.priority import LIVE_PRIORITY_TAGS
 from klio_dagster.orchestration.claims import claims_before, run_pairs
-from klio_dagster.orchestration.compat import InMemoryJob, create_execution_plan, execute_run_iterator
+from klio_dagster.orchestration.compat import (
+    MAX_RETRIES_TAG,
+    InMemoryJob,
+    RemoteJobOrigin,
+    create_execution_plan,
+    execute_run_iterator,
+)
 from klio_dagster.orchestration.run_health import fail_dead_runs, owner_tags
 from klio_dagster.orchestration.tags import FAILED, PING_TAG, STATUS_TAG, TRACKS_TAG
 from klio_dagster.planning.lineage import plan_from_log
@@ -90,6 +96,7 @@ def execute_run(
     instance: DagsterInstance,
     request: RunRequest,
     on_pair_done: Callable[[], None] | None = None,
+    origin: RemoteJobOrigin | None = None,
 ) -> RunOutcome:
     """Execute a run request in this process, against ``instance``, and wait for it.
 
@@ -98,6 +105,9 @@ def execute_run(
     stays flat however many tracks the run has; the outcome is then read
     back from the event log in pages. ``on_pair_done`` is called once per
     recorded (feature, track), success or failure: a progress hook.
+    ``origin`` names the code location and job the UI shows the run under;
+    such a run is never retried by the daemon (the command that ran it reports
+    its outcome).
     """
     selection = frozenset(request.asset_selection or [])
     subset = job.get_subset(asset_selection=selection) if selection else job
@@ -107,9 +117,10 @@ def execute_run(
     run = instance.create_run_for_job(
         job_def=subset,
         run_config=run_config,
-        tags={**job.run_tags, **request.tags, **owner_tags()},
+        tags={**job.run_tags, **request.tags, **owner_tags(), **({MAX_RETRIES_TAG: "0"} if origin else {})},
         asset_selection=selection or None,
         execution_plan=plan,
+        remote_job_origin=origin,
     )
     for event in execute_run_iterator(InMemoryJob(subset), run, instance):
         if on_pair_done and event.event_type in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION):
@@ -140,6 +151,7 @@ def execute_plan(
     tags: dict[str, str],
     on_pair_done: Callable[[], None] | None = None,
     max_rounds: int = 3,
+    origin: RemoteJobOrigin | None = None,
 ) -> PlanOutcome:
     """Execute ``work`` in this process until every pair is recorded, here or by the runs that claimed it.
 
@@ -151,7 +163,7 @@ def execute_plan(
     asked = list(work.to_compute)
     for round_ in range(max_rounds):
         request = run_request_for(location, work, force_features if round_ == 0 else [], run_key=None, tags=tags)
-        done = execute_run(job, instance, request, on_pair_done)
+        done = execute_run(job, instance, request, on_pair_done, origin)
         outcome.run_ids.append(done.run_id)
         outcome.computed += done.computed
         outcome.failed += done.failed
