@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(KLIO_DATA)/dagster_home
 export KLIO_STORE ?= $(KLIO_DATA)/store
 export KLIO_QUEUE ?= $(KLIO_DATA)/queue
 
-.PHONY: setup demo dev test test-unit test-sensor test-integration test-e2e bench lock proto clean
+.PHONY: setup browser demo dev test test-unit test-sensor test-integration test-e2e bench lock proto clean
 
 setup: $(STAMP)
 
@@ -29,12 +29,21 @@ dev: setup  ## the Dagster UI and daemon on the same instance (http://127.0.0.1:
 	DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true $(BIN)/dagster dev -w workspace.yaml
 
 test: setup  ## the whole test suite, every layer (pytest's exit 5, "no tests collected", is reported and fails)
+	@case "$(PYTEST_ARGS)" in *"-m unit"*|*"-m sensor"*|*"-m integration"*) ;; *) $(MAKE) --no-print-directory browser ;; esac
 	@$(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$status
 
 test-unit test-sensor test-integration test-e2e: setup  ## one layer of the test pyramid
 	@$(MAKE) --no-print-directory test PYTEST_ARGS="-m $(@:test-%=%)"
+
+browser:  ## Chromium from the system packages, for the browser test (which skips, saying why, where none can be installed)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Chromium from the system packages for tests/test_browser.py (once)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "warning: apt-get could not install chromium: the browser test will be skipped" >&2; \
+	else echo "warning: no chromium, and installing it needs root and apt-get: the browser test will be skipped" >&2; fi
 
 bench: setup  ## benchmarks B1-B3 and memory (minutes); figures go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/run_all.py

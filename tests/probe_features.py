@@ -5,7 +5,6 @@ import signal
 
 import pandas as pd
 import pandera.pandas as pa
-
 from threadpoolctl import threadpool_info
 
 from klio_dagster import Audio, FeatureGraph, FeatureOutput, feature

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +49,48 @@ def local_server(command: list[str], port: int, *, env: dict[str, str], what: st
             yield
     finally:
         stop(proc)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["data"]
+
+
+@contextmanager
+def running_dagster_dev(klio_env: Path, target: tuple[str, ...] = ("-w", "workspace.yaml"), cwd: Path = REPO) -> Iterator[int]:
+    """`dagster dev` (default: `-w workspace.yaml`) with this process's environment; yields its port once it serves."""
+    port = free_port()
+    log = open(klio_env / "dagster-dev.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster")), "dev", *target, "-p", str(port), "-h", "127.0.0.1"],
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # dagster dev ignores SIGTERM from a non-interactive shell otherwise
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                graphql(port, "{ version }")
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("dagster dev did not serve within 120 s:\n" + (klio_env / "dagster-dev.log").read_text()[-3000:])
+        yield port
+    finally:
+        stop(proc)
+        log.close()
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 30) -> None:

@@ -6,8 +6,8 @@ import io
 import time
 
 import numpy as np
-import PIL.Image
 import pandera.errors
+import PIL.Image
 import pytest
 
 from examples import descriptors

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from pubsub_emulator import PROJECT, create_topic_and_subscription, emulator_command
-from servers import free_port, local_server, stop
+from servers import free_port, graphql, local_server, running_dagster_dev
 
 from klio_dagster.events.local_queue import LocalQueue
 from klio_dagster.events.messages import TrackEvent
@@ -27,45 +25,6 @@ from klio_dagster.events.messages import TrackEvent
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())["data"]
-
-
-@contextmanager
-def running_dagster_dev(klio_env: Path, target: tuple[str, ...] = ("-w", "workspace.yaml"), cwd: Path = REPO) -> Iterator[int]:
-    """`dagster dev` (default: `-w workspace.yaml`) with this process's environment; yields its port once it serves."""
-    port = free_port()
-    log = open(klio_env / "dagster-dev.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster")), "dev", *target, "-p", str(port), "-h", "127.0.0.1"],
-        cwd=cwd,
-        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # dagster dev ignores SIGTERM from a non-interactive shell otherwise
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                _graphql(port, "{ version }")
-                break
-            except OSError:
-                time.sleep(1)
-        else:
-            pytest.fail("dagster dev did not serve within 120 s:\n" + (klio_env / "dagster-dev.log").read_text()[-3000:])
-        yield port
-    finally:
-        stop(proc)
-        log.close()
 
 
 @pytest.fixture
@@ -95,7 +54,7 @@ def test_published_tracks_are_materialised_without_a_click(dagster_dev, klio_env
     wait_until_materialized(cli, klio_env, tracks[1].track_id, 240)
     deadline = time.time() + 60
 
-    data = _graphql(
+    data = graphql(
         port,
         '{ assetNodeOrError(assetKey: {path: ["spectrogram"]}) { ... on AssetNode { partitionKeys '
         "assetMaterializations(limit: 5) { partition metadataEntries { label } } } } }",
@@ -109,7 +68,7 @@ def test_published_tracks_are_materialised_without_a_click(dagster_dev, klio_env
     query = '{ assetNodeOrError(assetKey: {path: ["key"]}) { ... on AssetNode { assetMaterializations(limit: 10) { partition runId } } } }'
     keyed: list[dict] = []
     while time.time() < deadline:
-        keyed = _graphql(port, query)["assetNodeOrError"]["assetMaterializations"]
+        keyed = graphql(port, query)["assetNodeOrError"]["assetMaterializations"]
         if len(keyed) >= len(tracks):
             break
         time.sleep(3)
@@ -196,18 +155,50 @@ def test_terminating_a_run_in_the_ui_stops_its_beam_pipeline_and_workers(dagster
     runs_query = '{ runsOrError(filter: {statuses: [STARTED]}) { ... on Runs { results { runId } } } }'
     deadline, workers, run_id = time.time() + 240, [], None
     while time.time() < deadline and not (run_id and len(workers) >= 2):
-        started = _graphql(port, runs_query)["runsOrError"]["results"]
+        started = graphql(port, runs_query)["runsOrError"]["results"]
         run_id = started[0]["runId"] if started else None
         workers = _workers_of_instance(klio_env / "home")
         time.sleep(1)
     assert run_id and workers, "no Beam run started:\n" + (klio_env / "dagster-dev.log").read_text()[-3000:]
 
-    answer = _graphql(port, f'mutation {{ terminateRun(runId: "{run_id}") {{ __typename }} }}')
+    answer = graphql(port, f'mutation {{ terminateRun(runId: "{run_id}") {{ __typename }} }}')
     assert answer["terminateRun"]["__typename"] == "TerminateRunSuccess", answer
     _, alive = psutil.wait_procs(workers, timeout=60)
     assert alive == [], f"Beam workers still running after termination: {[p.pid for p in alive]}"
     status_query = f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}'
     deadline = time.time() + 60
-    while time.time() < deadline and _graphql(port, status_query)["runOrError"]["status"] != "CANCELED":
+    while time.time() < deadline and graphql(port, status_query)["runOrError"]["status"] != "CANCELED":
         time.sleep(1)
-    assert _graphql(port, status_query)["runOrError"]["status"] == "CANCELED"
+    assert graphql(port, status_query)["runOrError"]["status"] == "CANCELED"
+
+
+def test_a_killed_commands_run_stops_showing_as_materializing_in_the_ui(dagster_dev, klio_env, cli):
+    """A dead run must not haunt the UI: once its owner is gone, a sensor tick fails it and the assets follow."""
+    from klio_dagster.demo.catalogue import write_catalogue
+
+    port = dagster_dev
+    tracks = write_catalogue(klio_env / "data" / "media", n_tracks=8, duration_s=60.0, prefix="dead")
+    assert cli("ingest", *(str(t.path) for t in tracks))[0] == 0
+    command = subprocess.Popen(
+        [str(Path(sys.executable).with_name("klio-dagster")), "materialize", "spectrogram", "--all-tracks"],
+        cwd=REPO, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    latest = '{ assetsLatestInfo(assetKeys: [{path: ["spectrogram"]}]) { inProgressRunIds } }'
+    runs = '{ runsOrError(filter: {statuses: [STARTED]}) { ... on Runs { results { runId } } } }'
+    deadline, run_id = time.time() + 240, None
+    while time.time() < deadline and not run_id:
+        started = graphql(port, runs)["runsOrError"]["results"]
+        in_progress = graphql(port, latest)["assetsLatestInfo"][0]["inProgressRunIds"]
+        run_id = next((r["runId"] for r in started if r["runId"] in in_progress), None)
+        time.sleep(0.5)
+    assert run_id, "the command's run never showed as materializing"
+    os.killpg(command.pid, signal.SIGKILL)
+    command.wait()
+
+    status = f'{{ runOrError(runId: "{run_id}") {{ ... on Run {{ status }} }} }}'
+    deadline = time.time() + 120
+    while time.time() < deadline and graphql(port, latest)["assetsLatestInfo"][0]["inProgressRunIds"]:
+        time.sleep(1)
+    assert graphql(port, latest)["assetsLatestInfo"][0]["inProgressRunIds"] == []
+    assert graphql(port, status)["runOrError"]["status"] == "FAILURE"

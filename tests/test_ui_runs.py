@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance, materialize
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value  # what the UI reads
+from probe_features import schema_graph
+from runs import run_plan
 
 from examples.reference_graph import reference_graph
 from klio_dagster import (
@@ -15,12 +18,9 @@ from klio_dagster import (
 )
 from klio_dagster.orchestration.assets import build_feature_assets
 from klio_dagster.orchestration.compat import get_input_data_version_tag, get_input_event_pointer_tag
-from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value  # what the UI reads
 from klio_dagster.orchestration.partitions import tracks_partitions
 from klio_dagster.planning.lineage import plan_from_log
 from klio_dagster.storage.registry import record_sources
-from probe_features import schema_graph
-from runs import run_plan
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
@@ -42,7 +43,12 @@ from klio_dagster.errors import WorkerLost
 from klio_dagster.events.outputs import FeatureDone, OutputEventsResource
 from klio_dagster.orchestration.checks import SchemaTally, schema_check_specs
 from klio_dagster.orchestration.claims import claims_before, leave_to_claimants
-from klio_dagster.orchestration.compat import CODE_VERSION_TAG, DATA_VERSION_TAG, attach_feature_graph, report_failed_attempt
+from klio_dagster.orchestration.compat import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    attach_feature_graph,
+    report_failed_attempt,
+)
 from klio_dagster.orchestration.partitions import tracks_partitions
 from klio_dagster.orchestration.previews import link_to, preview_markdown
 from klio_dagster.orchestration.provenance import InputPointers, recorded_inputs
@@ -145,7 +151,7 @@ def compute_features(
     outputs: OutputEventsResource,
     sources: TrackSourcesResource,
     output_chunk_tracks: int = 100,
-) -> Iterator[AssetMaterialization | AssetObservation | AssetCheckEvaluation]:
+) -> Iterator[AssetMaterialization | AssetObservation | AssetCheckResult | AssetCheckEvaluation]:
     """The body of the feature step: plan against lineage, execute, record, announce.
 
     Output events are published after their materialisations are recorded,
@@ -222,7 +228,7 @@ def compute_features(
         for feature in task.features:
             failed += 1
             yield record_failure(feature, task.track_id, no_result)
-    yield from checks.results()
+    yield from checks.results(partitioned_run=context.has_partition_key or context.has_partition_key_range)
     problems = []
     if failed:
         problems.append(f"{failed} (feature, track) pairs failed; the others were recorded.\n" + "\n".join(examples))

@@ -3,10 +3,10 @@
 A track's output is validated before it is stored; one that fails is not
 stored and its partition fails. A run yields one evaluation per feature it
 validated: passed if every track it validated passed, with the tracks that
-failed and their errors. The evaluation is yielded as an
-``AssetCheckEvaluation`` rather than an ``AssetCheckResult``: Dagster resolves
-a result's target materialisation from the run's partition, and a run over a
-set of tracks has none.
+failed and their errors. A run over one partition or a range (the UI's)
+yields an ``AssetCheckResult``; a run over a set of tracks yields the
+``AssetCheckEvaluation`` itself, since Dagster resolves a result's target
+materialisation from the run's partition, which such a run has none of.
 
 dagster-pandera is not used: it turns a schema into the type check of an
 ``Output``, and the feature step yields one materialisation per track instead
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
+from dagster import AssetCheckEvaluation, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
 
 from klio_dagster.core.execution import PairResult
 from klio_dagster.core.features import FeatureGraph
@@ -58,19 +58,20 @@ class SchemaTally:
         if not result.valid:
             self._failed[result.feature][result.track_id] = result.error or ""
 
-    def results(self) -> Iterator[AssetCheckEvaluation]:
+    def results(self, *, partitioned_run: bool) -> Iterator[AssetCheckResult | AssetCheckEvaluation]:
+        """One evaluation per feature validated: a result in a run over partitions, else the evaluation itself."""
         for feature, validated in self._validated.items():
             failed = self._failed.get(feature, {})
-            listed = dict(list(failed.items())[:_LISTED])
-            yield AssetCheckEvaluation(
-                asset_key=AssetKey(feature),
-                check_name=SCHEMA_CHECK,
-                passed=not failed,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={
+            fields = {
+                "asset_key": AssetKey(feature),
+                "check_name": SCHEMA_CHECK,
+                "passed": not failed,
+                "severity": AssetCheckSeverity.ERROR,
+                "metadata": {
                     "tracks_validated": validated,
                     "tracks_failed": len(failed),
-                    "failed_tracks": MetadataValue.json(listed),
+                    "failed_tracks": MetadataValue.json(dict(list(failed.items())[:_LISTED])),
                 },
-                description=f"{len(failed)} of {validated} tracks failed {feature}'s schema" if failed else None,
-            )
+                "description": f"{len(failed)} of {validated} tracks failed {feature}'s schema" if failed else None,
+            }
+            yield AssetCheckResult(**fields) if partitioned_run else AssetCheckEvaluation(**fields)

@@ -29,7 +29,18 @@ from dagster._core.definitions.data_version import (
 # keeping them in memory. `execute_in_process` keeps every event of the run (memory grows
 # with tracks) and cannot attach to a run created with our tags; no public API does both.
 from dagster._core.definitions.job_base import InMemoryJob
+
+# Dagster's partition status shows a partition as failed when a failed run planned it and did not
+# materialise it; its own "failed to materialize" events are not stored by the OSS storages. A run
+# over an arbitrary set of tracks has no partition, so Dagster plans none: the step reports the
+# planned event of each pair that failed. No public API reports a planned event.
+from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
 from dagster._core.execution.api import create_execution_plan, execute_run_iterator
+
+# A run the CLI executes in its own process names the code location and job the UI knows it by, as a
+# run the webserver or daemon launches does; `create_run_for_job` takes the origin, but the origin
+# classes are not public.
+from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 # Dagster's documented tag names (the run queue's priority, a backfill's ID): documented in
 # the run-coordinator guide, exported only by the private `dagster._core.storage.tags`.
@@ -41,21 +52,6 @@ from dagster._core.storage.tags import (
     PARENT_RUN_ID_TAG,
     PARTITION_NAME_TAG,
     PRIORITY_TAG,
-)
-
-# Dagster's partition status shows a partition as failed when a failed run planned it and did not
-# materialise it; its own "failed to materialize" events are not stored by the OSS storages. A run
-# over an arbitrary set of tracks has no partition, so Dagster plans none: the step reports the
-# planned event of each pair that failed. No public API reports a planned event.
-from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
-
-# A run the CLI executes in its own process names the code location and job the UI knows it by, as a
-# run the webserver or daemon launches does; `create_run_for_job` takes the origin, but the origin
-# classes are not public.
-from dagster._core.remote_origin import (
-    ManagedGrpcPythonEnvCodeLocationOrigin,
-    RemoteJobOrigin,
-    RemoteRepositoryOrigin,
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
