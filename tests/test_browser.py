@@ -124,5 +124,7 @@ def test_the_ui_shows_the_graph_pictures_failures_and_runs_a_bottom_up_materiali
         query = '{ assetNodes(assetKeys: [{path: ["energy"]}]) { staleStatusByPartition(partitions: ["%s"]) } }' % fresh
         assert graphql(port, query)["assetNodes"][0]["staleStatusByPartition"] == ["FRESH"]
         page.goto(f"{base}/runs/{run['runId']}")
-        page.get_by_text("Success", exact=False).first.wait_for()
+        page.get_by_text("RUN_SUCCESS").first.wait_for()
+        page.get_by_placeholder("Filter…").fill("type:ASSET_MATERIALIZATION")
+        page.get_by_text("Materialized value energy").first.wait_for()
         _shot(page, klio_env, "ui-bottom-up-run")

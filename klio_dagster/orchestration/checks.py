@@ -4,9 +4,11 @@ A track's output is validated before it is stored; one that fails is not
 stored and its partition fails. A run yields one evaluation per feature it
 validated: passed if every track it validated passed, with the tracks that
 failed and their errors. A run over one partition or a range (the UI's)
-yields an ``AssetCheckResult``; a run over a set of tracks yields the
-``AssetCheckEvaluation`` itself, since Dagster resolves a result's target
-materialisation from the run's partition, which such a run has none of.
+yields an ``AssetCheckResult`` for the checks it selected; otherwise the step
+yields the ``AssetCheckEvaluation`` itself: Dagster resolves a result's target
+materialisation from the run's partition (a run over a set of tracks has
+none), and warns of a result for a check the run did not select (an ancestor
+computed bottom-up).
 
 dagster-pandera is not used: it turns a schema into the type check of an
 ``Output``, and the feature step yields one materialisation per track instead
@@ -18,7 +20,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from dagster import AssetCheckEvaluation, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    MetadataValue,
+)
 
 from klio_dagster.core.execution import PairResult
 from klio_dagster.core.features import FeatureGraph
@@ -58,8 +68,8 @@ class SchemaTally:
         if not result.valid:
             self._failed[result.feature][result.track_id] = result.error or ""
 
-    def results(self, *, partitioned_run: bool) -> Iterator[AssetCheckResult | AssetCheckEvaluation]:
-        """One evaluation per feature validated: a result in a run over partitions, else the evaluation itself."""
+    def results(self, *, results_for: set[AssetCheckKey]) -> Iterator[AssetCheckResult | AssetCheckEvaluation]:
+        """One evaluation per feature validated: a result for the checks in ``results_for``, else the evaluation itself."""
         for feature, validated in self._validated.items():
             failed = self._failed.get(feature, {})
             fields = {
@@ -74,4 +84,5 @@ class SchemaTally:
                 },
                 "description": f"{len(failed)} of {validated} tracks failed {feature}'s schema" if failed else None,
             }
-            yield AssetCheckResult(**fields) if partitioned_run else AssetCheckEvaluation(**fields)
+            key = AssetCheckKey(AssetKey(feature), SCHEMA_CHECK)
+            yield AssetCheckResult(**fields) if key in results_for else AssetCheckEvaluation(**fields)
