@@ -46,14 +46,16 @@ def main() -> None:
         assert len(tracks) == args.tracks
 
         start = time.perf_counter()
+        # Current outputs, each made from its parents' outputs (their data versions are marked in it).
+        versions: dict[str, str] = {}
+        for feature in graph:  # topological: parents first
+            versions[feature.name] = make_data_version(
+                feature.code_version, "0" * 16, {p: versions[p] for p in feature.inputs}
+            )
         for feature in graph:
             for track in tracks[: args.materialized]:
                 instance.report_runless_asset_event(
-                    AssetMaterialization(
-                        feature.name,
-                        partition=track,
-                        tags={DATA_VERSION_TAG: make_data_version(feature.code_version, "0" * 16)},
-                    )
+                    AssetMaterialization(feature.name, partition=track, tags={DATA_VERSION_TAG: versions[feature.name]})
                 )
         events_s = time.perf_counter() - start
 

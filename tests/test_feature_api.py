@@ -63,6 +63,16 @@ def test_decorator_infers_inputs_and_reserved_parameters():
     assert peak.description == "Peak absolute amplitude of the track at 8 kHz."
 
 
+def test_asset_metadata_names_a_sample_rate_only_for_features_that_decode_at_one():
+    from examples.reference_graph import reference_graph
+    from klio_dagster.orchestration.assets import build_feature_assets
+
+    specs = {key.path[-1]: spec for key, spec in build_feature_assets(reference_graph).specs_by_key.items()}
+    assert specs["downsample"].metadata["klio/sample_rate_hz"] == 22050
+    for name in ("beat_tracking", "energy", "speechiness", "instrumentalness", "spectrogram"):
+        assert "klio/sample_rate_hz" not in specs[name].metadata, name
+
+
 def test_graph_errors_say_what_to_do():
     @feature(code_version="1")
     def a(b): ...
@@ -122,6 +132,12 @@ def test_features_and_plain_assets_in_one_location(klio_env, catalogue):
     assert len(outcome.computed) == 6 and outcome.failed == []
     stored = json.loads((klio_env / "store" / "peak" / f"{ids[0]}.json").read_text())
     assert stored["track"] == ids[0] and stored["sr"] == 8000
+    # Its provenance names the plain asset it depends on, so Dagster's staleness (the UI's) finds it fresh.
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    resolver = get_stale_status_resolver(instance, graph_view.assets_defs)
+    assert resolver.get_status(AssetKey("peak"), ids[0]).value == "FRESH"
+    assert resolver.get_status(AssetKey("peak_table"), ids[0]).value == "FRESH"
     result = materialize([peak_report, features], selection=[peak_report], partition_key=ids[1], instance=instance, resources=resources)
     assert result.success
 
