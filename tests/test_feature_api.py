@@ -146,3 +146,24 @@ def test_features_and_plain_assets_in_one_location(klio_env, catalogue):
     assert result.success
     mats = result.asset_materializations_for_node("peaks")
     assert [(m.asset_key.path[-1], m.partition) for m in mats] == [("peak", ids[2])]
+
+
+@pytest.mark.parametrize(
+    ("preview", "kept", "why"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + b"0" * 100, True, None),
+        (b"<svg onload=alert(1)>", False, "not PNG, JPEG or WebP"),
+        (b"\xff\xd8\xff" + b"0" * 300_000, False, "over the 200,000-byte limit"),
+    ],
+)
+def test_previews_are_images_of_bounded_size(tmp_path, preview, kept, why):
+    from klio_dagster import FeatureGraph, FeatureOutput, TrackTask, compute_track, feature
+    from klio_dagster.storage.stores import LocalFeatureStore
+
+    @feature(code_version="1", output="json")
+    def pictured(track_id: str) -> FeatureOutput:
+        return FeatureOutput({"ok": True}, preview=preview)
+
+    (result,) = compute_track(TrackTask("t", ("pictured",)), FeatureGraph([pictured]), LocalFeatureStore(tmp_path))
+    assert result.ok and (result.preview_b64 is not None) == kept
+    assert (why is None and "preview_omitted" not in result.metadata) or why in result.metadata["preview_omitted"]

@@ -19,6 +19,7 @@ from typing import Any
 from klio_dagster.core.audio import Audio, decode_file
 from klio_dagster.core.features import Feature, FeatureGraph, FeatureOutput
 from klio_dagster.core.formats import as_frame
+from klio_dagster.core.plots import image_mime
 from klio_dagster.core.versions import content_digest, digest_of, make_data_version
 from klio_dagster.errors import AudioDecodeError, InputMismatchError, MissingInputError
 from klio_dagster.storage.registry import read_source_record
@@ -27,6 +28,21 @@ from klio_dagster.storage.stores import FeatureStore, object_name
 
 #: Longer tracks fail alone (see docs/architecture.md for the memory this bounds).
 DEFAULT_MAX_DURATION_S = 3 * 3600.0
+#: Largest preview image kept: it is stored, twice, in the event log with every materialisation.
+MAX_PREVIEW_BYTES = 200_000
+
+
+def _checked_preview(preview: bytes | None, metadata: dict[str, Any]) -> str | None:
+    """``preview`` as base64 if it is a PNG, JPEG or WebP image within the limit; else why not, in ``metadata``."""
+    if not preview:
+        return None
+    if not isinstance(preview, bytes) or image_mime(preview) is None:
+        metadata["preview_omitted"] = "the preview is not PNG, JPEG or WebP bytes"
+        return None
+    if len(preview) > MAX_PREVIEW_BYTES:
+        metadata["preview_omitted"] = f"the preview is {len(preview):,} bytes, over the {MAX_PREVIEW_BYTES:,}-byte limit"
+        return None
+    return base64.b64encode(preview).decode()
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,6 @@ def compute_track(
         )
         if inputs.source_uri:
             metadata["source_uri"] = inputs.source_uri
-        preview = base64.b64encode(output.preview).decode() if output.preview else None
+        preview = _checked_preview(output.preview, metadata)
         results.append(PairResult(name, task.track_id, uri, None, data_version, metadata, preview, read_from, valid))
     return results

@@ -11,6 +11,13 @@ import io
 
 import numpy as np
 
+_MIME_BY_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"RIFF", "image/webp"))
+
+
+def image_mime(data: bytes) -> str | None:
+    """The MIME type of PNG, JPEG or WebP bytes, from their first bytes; ``None`` for anything else."""
+    return next((mime for magic, mime in _MIME_BY_MAGIC if data.startswith(magic)), None)
+
 
 def mel_spectrogram_image(
     S_db: np.ndarray,

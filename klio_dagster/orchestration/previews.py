@@ -6,12 +6,7 @@ import base64
 
 from dagster import MetadataValue
 
-_MIME_BY_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8", "image/jpeg"), (b"RIFF", "image/webp"))
-
-
-def image_mime(data: bytes) -> str:
-    """The MIME type of PNG, JPEG or WebP bytes (a picture of another kind is refused by browsers anyway)."""
-    return next((mime for magic, mime in _MIME_BY_MAGIC if data.startswith(magic)), "image/png")
+from klio_dagster.core.plots import image_mime
 
 
 def preview_markdown(feature: str, track: str, preview_b64: str) -> str:
@@ -23,7 +18,7 @@ def preview_markdown(feature: str, track: str, preview_b64: str) -> str:
     it at its size. Both hold it: an inline image needs a data URI, since the
     UI has no URL to fetch a stored file from.
     """
-    mime = image_mime(base64.b64decode(preview_b64[:16]))
+    mime = image_mime(base64.b64decode(preview_b64[:16])) or "image/png"  # checked by the worker
     return f"![{feature} of {track}](data:{mime};base64,{preview_b64})"
 
 
