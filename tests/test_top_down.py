@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance
@@ -73,18 +75,28 @@ def test_bottom_up_materialisations_do_not_wake_other_teams(cli, klio_env, inges
     assert result.run_requests == []
 
 
-def test_children_of_a_recomputed_parent_run_again(klio_env, catalogue):
+def test_children_run_again_when_a_recomputed_parent_changed(klio_env, catalogue):
     queue = LocalQueue(klio_env / "queue")
     track = catalogue[0]
-    queue.publish_events([TrackEvent(track.track_id, uri=str(track.path))])
+    source = klio_env / f"{track.track_id}{track.path.suffix}"
+    shutil.copy(track.path, source)
+    queue.publish_events([TrackEvent(track.track_id, uri=str(source))])
     ingest = tick(definitions.defs, "klio_features_local_ingestion")
     run_all(definitions.defs, "klio_features_job", ingest.run_requests)
     first = tick(harmony.defs, "harmony_features_top_down")
     run_all(harmony.defs, "harmony_features_job", first.run_requests)
 
-    # A forced top-down event recomputes downsample: key is stale, and runs again.
+    # A forced top-down event recomputes downsample into the same bytes: key is current (Dagster's
+    # staleness agrees), so the other team's sensor plans nothing.
     queue.publish_events([TrackEvent(track.track_id, force=True)])
     again = tick(definitions.defs, "klio_features_local_ingestion", ingest.cursor)
     run_all(definitions.defs, "klio_features_job", again.run_requests)
+    assert tick(harmony.defs, "harmony_features_top_down", first.cursor).run_requests == []
+
+    # The source changes and downsample is recomputed into other bytes: key is stale, and runs again.
+    shutil.copy(next(t.path for t in catalogue if t.path.suffix == track.path.suffix and t is not track), source)
+    queue.publish_events([TrackEvent(track.track_id, force=True)])
+    changed = tick(definitions.defs, "klio_features_local_ingestion", again.cursor)
+    run_all(definitions.defs, "klio_features_job", changed.run_requests)
     (request,) = tick(harmony.defs, "harmony_features_top_down", first.cursor).run_requests
     assert request.run_config["ops"]["harmony_features"]["config"]["tracks"] == [track.track_id]
