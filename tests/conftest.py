@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+# A suite started in the background (`&` in a script, nohup) inherits SIGINT ignored, and so would
+# every process it starts: `dagster dev` then ignores SIGTERM as well (each stop waited out its 30 s
+# grace), and a run process told to stop with SIGINT never stopped (104 s). Handled here, SIGINT is
+# back to its default in every child.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from klio_dagster.cli import main  # noqa: E402
 from klio_dagster.demo.catalogue import DemoTrack, write_catalogue  # noqa: E402
