@@ -41,6 +41,23 @@ def test_command_runs_carry_the_code_location_and_job_the_ui_knows(cli, ingested
     assert run.tags["dagster/max_retries"] == "0"  # the command reports its outcome; the daemon never reruns it
 
 
+def test_tracks_file_is_accepted_wherever_tracks_are(cli, ingested, tmp_path):
+    listed = tmp_path / "tracks.txt"
+    listed.write_text(f"# a Klio job's input list\n{ingested[0]}\n\n{ingested[1]}  # the second\n{ingested[0]}\n")
+    assert cli("plan", "energy", "--tracks-file", str(listed)) == cli("plan", "energy", "--tracks", *ingested[:2])
+    code, out = cli("materialize", "downsample", "--tracks-file", str(listed))
+    assert code == 0 and pairs(out["computed"]) == [("downsample", ingested[0]), ("downsample", ingested[1])]
+
+    for text, error in (("ok-id\nbad id!\n", "line 2"), ("# nothing\n\n", "names no track IDs"), ("ghost\n", "not registered")):
+        listed.write_text(text)
+        code, err = cli("plan", "energy", "--tracks-file", str(listed))
+        assert code == 2 and error in err, (text, err)
+    code, err = cli("plan", "energy", "--tracks-file", str(tmp_path / "missing.txt"))
+    assert code == 2 and "cannot read it" in err
+    code, err = cli("plan", "energy", "--tracks-file", str(listed), "--tracks", ingested[0])
+    assert code == 2  # one way of naming tracks at a time
+
+
 def test_second_identical_materialize_computes_nothing(cli, ingested):
     code, first = cli("materialize", "energy", "speechiness", "--all-tracks")
     assert code == 0 and len(first["computed"]) == 4 * len(ingested)
