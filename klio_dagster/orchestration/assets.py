@@ -62,7 +62,7 @@ from klio_dagster.orchestration.tags import (
     SAMPLE_RATE_METADATA,
     STATUS_TAG,
 )
-from klio_dagster.planning.lineage import load_lineage
+from klio_dagster.planning.lineage import lineage_for
 from klio_dagster.planning.planner import plan
 
 
@@ -166,7 +166,7 @@ def compute_features(
     clean_up_after_dead_runs(instance, store)
     # Claims first, then lineage: a claimant that finishes in between has recorded its pairs by then.
     claimed = claims_before(instance, context.run_id)
-    lineage = load_lineage(instance, [*graph.with_ancestors(selected), *graph.external_names], tracks)
+    lineage = lineage_for(instance, graph, selected, tracks)
     work = plan(graph, lineage, selected, tracks, force=force, bottom_up=True)
     work, left = leave_to_claimants(work, graph, claimed)
     tasks = [TrackTask(t, fs, recorded_inputs(graph, lineage, t, fs)) for t, fs in work.features_by_track().items()]

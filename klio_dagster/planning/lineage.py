@@ -50,5 +50,9 @@ def plan_from_log(
 ) -> Plan:
     """:func:`plan` against the event log, loading the lineage of ``features`` and their ancestors."""
     requested = list(features)
-    lineage = load_lineage(instance, [*graph.with_ancestors(requested), *graph.external_names], tracks)
-    return plan(graph, lineage, requested, tracks, force=force, bottom_up=bottom_up)
+    return plan(graph, lineage_for(instance, graph, requested, tracks), requested, tracks, force=force, bottom_up=bottom_up)
+
+
+def lineage_for(instance: DagsterInstance, graph: FeatureGraph, features: Iterable[str], tracks: Sequence[str]) -> dict[str, FeatureLineage]:
+    """The lineage planning ``features`` needs: theirs, their ancestors' and other locations' inputs."""
+    return load_lineage(instance, [*graph.with_ancestors(list(features)), *graph.external_names], tracks)
