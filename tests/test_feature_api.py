@@ -20,7 +20,7 @@ from klio_dagster import (
     feature,
     tracks_partitions,
 )
-from klio_dagster.core.formats import FORMATS
+from klio_dagster.core.formats import BUILTIN_FORMATS
 from klio_dagster.orchestration.partitions import ingest
 from klio_dagster.orchestration.resources import TrackSourcesResource
 from klio_dagster.planning.lineage import load_lineage
@@ -97,7 +97,7 @@ def test_graph_errors_say_what_to_do():
     [("npy", np.arange(5, dtype=np.float32)), ("json", {"a": 1}), ("parquet", pd.DataFrame({"x": [1.5]}))],
 )
 def test_formats_round_trip(name, value):
-    fmt = FORMATS[name]
+    fmt = BUILTIN_FORMATS[name]
     back = fmt.decode(fmt.encode(value))
     if isinstance(value, pd.DataFrame):
         pd.testing.assert_frame_equal(back, value)

@@ -11,7 +11,7 @@ from klio_dagster.planning.planner import FeatureLineage, Plan, plan, state_of
 
 pytestmark = pytest.mark.unit
 
-CURRENT = {f.name: f.code_version for f in graph}
+CURRENT = {f.name: f.version for f in graph}
 
 
 def lineage(made: dict[str, dict[str, tuple[str, int]]]) -> dict[str, FeatureLineage]:

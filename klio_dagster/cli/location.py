@@ -28,6 +28,7 @@ from klio_dagster.errors import LocationError
 from klio_dagster.orchestration.compat import RemoteJobOrigin, remote_job_origin
 from klio_dagster.orchestration.factory import FeatureLocation, find_feature_location
 from klio_dagster.orchestration.instance import write_local_instance_config
+from klio_dagster.orchestration.resources import FeatureExecutorResource
 from klio_dagster.orchestration.run_health import clean_up_after_dead_runs
 from klio_dagster.storage.stores import FeatureStore
 
@@ -54,6 +55,12 @@ class Location:
     @property
     def graph(self) -> FeatureGraph:
         return self.features.graph
+
+    @property
+    def executor_resource(self) -> FeatureExecutorResource:
+        """The location's ``klio_executor`` (the embedded default if it names none)."""
+        resource = self.defs.resources.get("klio_executor") if self.defs.resources else None
+        return resource if isinstance(resource, FeatureExecutorResource) else FeatureExecutorResource()
 
 
 def prepare_environment() -> None:

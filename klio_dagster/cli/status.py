@@ -20,6 +20,10 @@ def run(args: argparse.Namespace) -> int:
     rows = track_status(loc.instance, loc.graph, loc.store, track)
     table = [[r["feature"], r["state"], r.get("stored", ""), r["code_version"], r["timestamp"], r["uri"]] for r in rows]
     emit(args, rows, table, ["feature", "state", "stored", "code_version", "timestamp", "uri"])
+    if not args.json:
+        for row in rows:
+            if row.get("why"):
+                print(f"{row['feature']} is stale: {row['why']}")
     return EXIT_OK
 
 

@@ -66,8 +66,10 @@ def decode_file(
     max_duration_s: float | None = None,
     name: str = "audio",
     block_frames: int = DECODE_BLOCK_FRAMES,
+    offset_s: float = 0.0,
+    duration_s: float | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Decode an audio file (WAV, FLAC, OGG, MP3, ...) block by block.
+    """Decode an audio file (WAV, FLAC, OGG, MP3, ...), or a window of it, block by block.
 
     Blocks of ``block_frames`` frames are read as float32, mixed to mono if
     asked, resampled with a streaming soxr resampler (high quality) and
@@ -91,6 +93,13 @@ def decode_file(
         What to call the file in error messages.
     block_frames : int
         Frames read at a time (at the file's rate).
+    offset_s : float >= 0
+        Start of the window decoded, in seconds from the start of the file.
+    duration_s : float > 0, optional
+        Length of the window, in seconds; ``None``: to the end. The window is
+        ``librosa.load``'s: ``round(offset_s * native_sr)`` frames skipped, at
+        most ``round(duration_s * native_sr)`` decoded; a file that ends sooner
+        gives a shorter window.
 
     Returns
     -------
@@ -106,8 +115,8 @@ def decode_file(
         frames) says the track is longer than ``max_duration_s``; checked
         before the output is allocated.
     AudioDecodeError
-        If the file is empty, cannot be decoded, holds no samples, or
-        decodes to NaN or infinite samples.
+        If the file is empty, cannot be decoded, holds no samples (or none
+        in the window), or decodes to NaN or infinite samples.
 
     Notes
     -----
@@ -121,7 +130,8 @@ def decode_file(
     fh.seek(start)
     try:
         with sf.SoundFile(fh) as f:
-            return _decode_open(f, sr, mono, max_duration_s, name, block_frames)
+            window = _skip_to(f, offset_s, name, block_frames), duration_s
+            return _decode_open(f, sr, mono, max_duration_s, name, block_frames, window)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioDecodeError(f"{name}: cannot decode audio ({exc}); is it WAV, FLAC, OGG or MP3?") from exc
 
@@ -137,10 +147,50 @@ def _too_long(name: str, seconds: float, max_duration_s: float, header_s: float 
     )
 
 
+def _skip_to(f: sf.SoundFile, offset_s: float, name: str, block_frames: int) -> int:
+    """Move past the first ``offset_s`` seconds of ``f``; the frames skipped.
+
+    Seeks where that is exact; MP3 is decoded and dropped instead, since a seek
+    makes libsndfile's MP3 decoder decode the following samples wrongly (see :func:`_read_into`).
+    """
+    if offset_s < 0 or not math.isfinite(offset_s):
+        raise AudioDecodeError(f"{name}: the decode offset must be a finite number of seconds >= 0, not {offset_s}")
+    start = round(offset_s * f.samplerate)
+    if start == 0:
+        return 0
+    if f.frames > 0 and start >= f.frames:
+        raise AudioDecodeError(
+            f"{name}: the decode window starts at {offset_s} s, after the end of the track ({f.frames / f.samplerate:.2f} s)"
+        )
+    if f.seekable() and f.format not in {"MP3", "MPEG"}:
+        f.seek(start)
+        return start
+    buf, skipped = np.empty((block_frames, f.channels), dtype=np.float32), 0
+    while skipped < start:
+        read = _read_into(f, buf[: min(block_frames, start - skipped)])
+        if read == 0:
+            raise AudioDecodeError(f"{name}: the decode window starts at {offset_s} s, after the end of the track")
+        skipped += read
+    return start
+
+
 def _decode_open(
-    f: sf.SoundFile, sr: int | None, mono: bool, max_duration_s: float | None, name: str, block_frames: int
+    f: sf.SoundFile,
+    sr: int | None,
+    mono: bool,
+    max_duration_s: float | None,
+    name: str,
+    block_frames: int,
+    window: tuple[int, float | None] = (0, None),
 ) -> tuple[np.ndarray, int]:
-    native_sr, channels, announced = int(f.samplerate), int(f.channels), max(int(f.frames), 0)
+    skipped, duration_s = window
+    native_sr, channels = int(f.samplerate), int(f.channels)
+    remaining = None if duration_s is None else round(duration_s * native_sr)
+    if remaining is not None and remaining <= 0:
+        raise AudioDecodeError(f"{name}: the decode window's duration must be > 0 s, not {duration_s}")
+    announced = max(int(f.frames) - skipped, 0)
+    if remaining is not None:
+        announced = min(announced, remaining)
     if max_duration_s is not None and announced / native_sr > max_duration_s:
         raise _too_long(name, announced / native_sr, max_duration_s)
     max_frames = None if max_duration_s is None else math.floor(max_duration_s * native_sr)
@@ -161,9 +211,10 @@ def _decode_open(
     pos = decoded = 0
     last = False
     while not last:
-        block = buf[: _read_into(f, buf)]
+        wanted = block_frames if remaining is None else min(block_frames, remaining - decoded)
+        block = buf[: _read_into(f, buf[:wanted])] if wanted else buf[:0]
         decoded += len(block)
-        last = len(block) < block_frames
+        last = len(block) < block_frames or (remaining is not None and decoded >= remaining)
         if max_frames is not None and decoded > max_frames:
             raise _too_long(name, decoded / native_sr, max_duration_s, announced / native_sr)
         # (n, channels) -> (n,) mono: the same mean as over the whole file; one channel is itself.

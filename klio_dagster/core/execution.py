@@ -1,7 +1,9 @@
 """Computing the features of one track: the function every executor runs.
 
 ``compute_track`` is the one per-track function every executor runs: it
-decodes the track's audio at most once per (sample rate, mono) pair, passes
+decodes the track's audio at most once per decoding (rate, channels, window),
+calls each function once (a multi-output feature's outputs share the call),
+computes ephemeral features in memory when a stored one reads them, passes
 values computed in the same task from feature to feature in memory, reads
 other inputs from the store (only the outputs lineage recorded, checked
 against their recorded digest), validates, writes atomically and reports one
@@ -12,22 +14,27 @@ descendants for that track.
 from __future__ import annotations
 
 import base64
+import functools
+import socket
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from klio_dagster.core.audio import Audio, decode_file
-from klio_dagster.core.features import Feature, FeatureGraph, FeatureOutput
+from klio_dagster.core.features import Decode, Feature, FeatureGraph, FeatureOutput, library_versions
 from klio_dagster.core.formats import as_frame
 from klio_dagster.core.plots import image_mime
 from klio_dagster.core.versions import content_digest, digest_of, make_data_version
 from klio_dagster.errors import AudioDecodeError, InputMismatchError, MissingInputError
 from klio_dagster.storage.registry import read_source_record
 from klio_dagster.storage.sources import DEFAULT_MAX_SOURCE_BYTES, SourcePolicy
-from klio_dagster.storage.stores import FeatureStore, object_name
+from klio_dagster.storage.stores import FeatureStore
 
 #: Longer tracks fail alone (see docs/architecture.md for the memory this bounds).
 DEFAULT_MAX_DURATION_S = 3 * 3600.0
+#: Distributions whose version every output records (a feature adds its own with ``libraries=``).
+RECORDED_LIBRARIES = ("klio-dagster", "numpy", "librosa", "soundfile", "soxr")
 #: Largest preview image kept: it is stored, twice, in the event log with every materialisation.
 MAX_PREVIEW_BYTES = 200_000
 
@@ -102,20 +109,22 @@ class PairResult:
 
 
 class _TrackInputs:
-    """Lazily loaded inputs of one track: source bytes, decoded audio, stored features."""
+    """Lazily made inputs of one track: source bytes, decoded audio, stored and ephemeral features, calls."""
 
     def __init__(self, task: TrackTask, graph: FeatureGraph, store: FeatureStore, limits: TrackLimits):
         self.track_id, self.graph, self.store, self.limits = task.track_id, graph, store, limits
         self.recorded = dict(task.inputs)
         self.source_uri: str | None = None
-        self._audio: dict[tuple[int | None, bool], Audio] = {}
+        self._audio: dict[tuple[Any, ...], Audio] = {}
+        self._calls: dict[str, FeatureOutput | Exception] = {}
         self.values: dict[str, Any] = {}
-        #: The data version of every value in ``values``: computed here or recorded.
+        #: The data version of every stored feature in ``values``: computed here or recorded.
         self.versions: dict[str, str] = {}
+        #: Seconds of audio the track's features were computed from (the longest decoded or read), if any.
+        self.audio_s: float | None = None
 
-    def audio(self, sample_rate: int | None, mono: bool) -> Audio:
-        key = (sample_rate, mono)
-        if key not in self._audio:
+    def audio(self, decode: Decode) -> Audio:
+        if decode.key not in self._audio:
             record = read_source_record(self.store, self.track_id)
             if record is None:
                 raise AudioDecodeError(f"track {self.track_id!r} has no registered source: run `klio-dagster ingest` for it")
@@ -124,15 +133,37 @@ class _TrackInputs:
             with self.store.open_source(record.uri, max_bytes=self.limits.max_source_bytes, policy=policy) as fh:
                 # Block-wise into one float32 array; a track longer than the limit fails here, before any allocation.
                 y, sr = decode_file(
-                    fh, sr=sample_rate, mono=mono, max_duration_s=self.limits.max_duration_s, name=record.uri
+                    fh, sr=decode.sample_rate, mono=decode.mono, max_duration_s=self.limits.max_duration_s,
+                    name=record.uri, offset_s=decode.offset_s, duration_s=decode.duration_s,
                 )
-            self._audio[key] = Audio(y, sr)
-        return self._audio[key]
+            self._audio[decode.key] = self._saw(Audio(y, sr))
+        return self._audio[decode.key]
+
+    def _saw(self, value: Any) -> Any:
+        if isinstance(value, Audio):
+            self.audio_s = max(self.audio_s or 0.0, value.duration_s)
+        return value
 
     def value(self, feature: Feature, parent: str) -> Any:
         if parent not in self.values:
-            self.values[parent] = self._read_recorded(feature, parent)
+            upstream = self.graph[parent]
+            if upstream.ephemeral:
+                self.values[parent] = self.output(upstream).value
+            else:
+                self.values[parent] = self._saw(self._read_recorded(feature, parent))
         return self.values[parent]
+
+    def output(self, feature: Feature) -> FeatureOutput:
+        """What ``feature``'s function returned for this track (called once per function and track)."""
+        if feature.node not in self._calls:
+            try:
+                self._calls[feature.node] = _call(feature, self)
+            except Exception as exc:  # noqa: BLE001 - kept, so that each output and reader of the call reports it
+                self._calls[feature.node] = exc
+        result = self._calls[feature.node]
+        if isinstance(result, Exception):
+            raise result
+        return result if feature.output_name is None else _one_output(feature, result)
 
     def _read_recorded(self, feature: Feature, parent: str) -> Any:
         """The stored output of ``parent`` that lineage recorded, never whatever sits at its path."""
@@ -141,7 +172,7 @@ class _TrackInputs:
         recorded = self.recorded.get(parent)
         if recorded is None:
             raise MissingInputError(f"input {parent!r} of {feature.name!r} has no recorded output for track {track!r}: {how}")
-        name = object_name(parent, track, upstream.extension)
+        name = upstream.object_name(track)
         try:
             data = self.store.read_bytes(name)
         except FileNotFoundError:
@@ -160,9 +191,10 @@ class _TrackInputs:
 
 def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
     kwargs: dict[str, Any] = {p: inputs.value(feature, p) for p in feature.inputs}
+    kwargs.update(feature.params)
     metadata: dict[str, Any] = {}
     if feature.wants_audio:
-        audio = inputs.audio(feature.sample_rate, feature.mono)
+        audio = inputs.audio(feature.decode)
         kwargs["audio"] = audio
         metadata.update(sample_rate_hz=audio.sample_rate, duration_s=round(audio.duration_s, 3))
     if feature.wants_track_id:
@@ -171,6 +203,41 @@ def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
     if isinstance(out, FeatureOutput):
         return FeatureOutput(out.value, {**metadata, **out.metadata}, out.preview)
     return FeatureOutput(out, metadata)
+
+
+def _one_output(feature: Feature, call: FeatureOutput) -> FeatureOutput:
+    """One output of a multi-output feature's call: its value, with the call's metadata under its own."""
+    returned = call.value
+    if not isinstance(returned, Mapping):
+        raise TypeError(
+            f"multi-output feature {feature.node!r} must return a mapping of its outputs, got {type(returned).__name__}"
+        )
+    if feature.output_name not in returned:
+        raise ValueError(
+            f"multi-output feature {feature.node!r} returned no {feature.output_name!r} "
+            f"(it returned {sorted(map(str, returned))})"
+        )
+    out = returned[feature.output_name]
+    if isinstance(out, FeatureOutput):
+        return FeatureOutput(out.value, {**call.metadata, **out.metadata}, out.preview)
+    return FeatureOutput(out, dict(call.metadata))
+
+
+@functools.lru_cache(maxsize=64)
+def _library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    return library_versions(names)
+
+
+def provenance(feature: Feature) -> dict[str, Any]:
+    """What made ``feature``'s outputs, besides its inputs: recorded with every output."""
+    record: dict[str, Any] = {"code_version": feature.code_version, "version": feature.version}
+    if feature.params:
+        record["params"] = dict(feature.params)
+    if feature.wants_audio and feature.decode.describe():
+        record["decode"] = feature.decode.describe()
+    record["libraries"] = dict(_library_versions(tuple(sorted({*RECORDED_LIBRARIES, *feature.libraries}))))
+    record["host"] = socket.gethostname()
+    return record
 
 
 def compute_track(
@@ -185,10 +252,10 @@ def compute_track(
         start = time.perf_counter()
         valid: bool | None = None
         try:
-            broken = [p for p in feature.inputs if p in failed]
+            broken = [p for p in (*feature.inputs, *graph.stored_inputs(name)) if p in failed]
             if broken:
                 raise MissingInputError(f"input {broken[0]!r} failed for this track")
-            output = _call(feature, inputs)
+            output = inputs.output(feature)
             value, metadata = output.value, dict(output.metadata)
             if isinstance(value, Audio):
                 metadata.update(sample_rate_hz=value.sample_rate, duration_s=round(value.duration_s, 3))
@@ -197,20 +264,21 @@ def compute_track(
                 feature.schema.validate(as_frame(value))
                 valid = True
             data = feature.output_format.encode(value)
-            uri = store.write_bytes(object_name(name, task.track_id, feature.extension), data)
+            uri = store.write_bytes(feature.object_name(task.track_id), data)
         except Exception as exc:  # noqa: BLE001 - isolation: any failure is recorded for this pair only
             failed.add(name)
             results.append(PairResult(name, task.track_id, error=f"{type(exc).__name__}: {exc}"[:2000], valid=valid))
             continue
-        read_from = {p: inputs.versions[p] for p in feature.inputs}
-        data_version = make_data_version(feature.code_version, content_digest(data), read_from)
+        read_from = {p: inputs.versions[p] for p in graph.stored_inputs(name)}
+        data_version = make_data_version(feature.version, content_digest(data), read_from)
         inputs.values[name], inputs.versions[name] = value, data_version
-        metadata.update(
-            uri=uri,
-            code_version=feature.code_version,
-            compute_s=round(time.perf_counter() - start, 4),
-            bytes=len(data),
-        )
+        metadata.update(provenance(feature))
+        metadata.update(uri=uri, compute_s=round(time.perf_counter() - start, 4), bytes=len(data))
+        ephemeral = {p: graph[p].version for p in graph.ephemeral_ancestors(name)}
+        if ephemeral:
+            metadata["ephemeral_inputs"] = ephemeral
+        if inputs.audio_s is not None:
+            metadata["audio_s"] = round(inputs.audio_s, 3)
         if inputs.source_uri:
             metadata["source_uri"] = inputs.source_uri
         preview = _checked_preview(output.preview, metadata)

@@ -1,16 +1,30 @@
-"""The ``@feature`` decorator and the graph of features it builds.
+"""The ``@feature`` and ``@multi_feature`` decorators and the graph of features they build.
 
 A feature is a plain per-track Python function. Its parameters name its
-inputs: ``audio`` receives the track's decoded audio at the feature's
-declared sample rate, ``track_id`` receives the track ID, and any other
-parameter receives the stored value of the upstream feature of that name.
+inputs: ``audio`` receives the track's decoded audio as the feature declares
+it (sample rate, channels, window), ``track_id`` receives the track ID, a
+name declared in ``params`` receives that parameter's value, and any other
+parameter receives the value of the upstream feature of that name.
+
+A feature's *version* is its ``code_version`` folded with everything else
+that decides its output: its parameters, its decode settings, the library
+versions it asks to be versioned by, and the versions of every feature it
+reads, transitively. Changing any of them changes the version of that
+feature and of all its descendants, so all of them become stale, in the
+Dagster UI too (the version is the asset's code version).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import json
+import keyword
+import re
+import string
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from klio_dagster.core.formats import OutputFormat, get_format
@@ -24,6 +38,10 @@ if TYPE_CHECKING:  # Beam workers import features without Dagster
 AUDIO = "audio"
 #: Parameter names with a meaning of their own.
 RESERVED_PARAMETERS = frozenset({AUDIO, "track_id"})
+#: Where an output is stored, relative to the store's root.
+DEFAULT_PATH = "{feature}/{track}.{ext}"
+_PATH_FIELDS = frozenset({"feature", "track", "ext", "shard"})
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -33,7 +51,7 @@ class FeatureOutput:
     ``metadata`` values must be JSON-serialisable (they travel back from Beam
     workers); ``preview`` is an image (PNG, JPEG or WebP bytes, tens of KB: it is
     kept in the event log) shown with the materialisation in the Dagster UI, for
-    example :func:`klio_dagster.core.plots.mel_spectrogram_image`.
+    example :func:`klio_dagster.core.plots.figure_image` of a figure.
     """
 
     value: Any
@@ -41,9 +59,57 @@ class FeatureOutput:
     preview: bytes | None = None
 
 
+@dataclass(frozen=True)
+class Decode:
+    """How a feature's ``audio`` parameter is decoded from the track's source.
+
+    Attributes
+    ----------
+    sample_rate : int, optional
+        Rate in Hz the audio is resampled to (soxr, high quality); ``None`` keeps the file's rate.
+    mono : bool
+        Average the channels into one; ``False`` keeps the file's channels, ``(channels, n)``.
+    offset_s : float >= 0
+        Start of the decoded window, in seconds.
+    duration_s : float > 0, optional
+        Length of the decoded window, in seconds; ``None``: to the end of the track.
+    """
+
+    sample_rate: int | None = None
+    mono: bool = True
+    offset_s: float = 0.0
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.sample_rate is not None and (not isinstance(self.sample_rate, int) or self.sample_rate <= 0):
+            raise FeatureGraphError(f"sample_rate must be a positive number of Hz or None, not {self.sample_rate!r}")
+        if not isinstance(self.offset_s, (int, float)) or self.offset_s < 0:
+            raise FeatureGraphError(f"offset_s must be a number of seconds >= 0, not {self.offset_s!r}")
+        if self.duration_s is not None and (not isinstance(self.duration_s, (int, float)) or self.duration_s <= 0):
+            raise FeatureGraphError(f"duration_s must be a number of seconds > 0 or None, not {self.duration_s!r}")
+
+    @property
+    def key(self) -> tuple[int | None, bool, float, float | None]:
+        """What distinguishes one decoding from another (a track is decoded once per key and task)."""
+        return (self.sample_rate, self.mono, float(self.offset_s), None if self.duration_s is None else float(self.duration_s))
+
+    def describe(self) -> dict[str, Any]:
+        """The non-default settings, as recorded in the version and the metadata."""
+        return {k: v for k, v in zip(("sample_rate", "mono", "offset_s", "duration_s"), self.key) if v != _DEFAULT_DECODE_KEY[k]}
+
+
+_DEFAULT_DECODE_KEY = dict(zip(("sample_rate", "mono", "offset_s", "duration_s"), (None, True, 0.0, None)))
+_DECODE_FIELDS = frozenset(_DEFAULT_DECODE_KEY)
+
+
 @dataclass(frozen=True, eq=False)
 class Feature:
-    """One per-track feature: a function, its inputs and how its output is stored."""
+    """One per-track feature (or one output of a multi-output feature).
+
+    ``version`` is set when a :class:`FeatureGraph` takes the feature in: see the module docstring.
+    ``computation`` names the function's node when several outputs share it
+    (:func:`multi_feature`); ``output_name`` is this output's key in what it returns.
+    """
 
     name: str
     fn: Callable[..., Any]
@@ -52,11 +118,17 @@ class Feature:
     inputs: tuple[str, ...]
     wants_audio: bool
     wants_track_id: bool
-    sample_rate: int | None = None
-    mono: bool = True
+    decode: Decode = Decode()
     schema: pa.DataFrameSchema | None = None
     deps: tuple[str | AssetKey, ...] = ()
     description: str | None = None
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    libraries: tuple[str, ...] = ()
+    ephemeral: bool = False
+    path: str = DEFAULT_PATH
+    computation: str | None = None
+    output_name: str | None = None
+    version: str = ""
 
     @property
     def asset_key(self) -> AssetKey:
@@ -68,18 +140,152 @@ class Feature:
     def extension(self) -> str:
         return self.output_format.extension
 
+    @property
+    def sample_rate(self) -> int | None:
+        return self.decode.sample_rate
+
+    @property
+    def mono(self) -> bool:
+        return self.decode.mono
+
+    @property
+    def node(self) -> str:
+        """The name of the function call that makes this output (shared by a multi-output feature's outputs)."""
+        return self.computation or self.name
+
     def upstream(self) -> tuple[str, ...]:
-        """Names of the assets this feature reads, the source ``audio`` included."""
+        """Names this feature reads directly, the source ``audio`` included."""
         return ((AUDIO,) if self.wants_audio else ()) + self.inputs
+
+    def object_name(self, track_id: str) -> str:
+        """Where the output for ``track_id`` is stored, relative to the store's root (see ``path``)."""
+        shard = hashlib.sha1(track_id.encode()).hexdigest()[:2]
+        return self.path.format(feature=self.name, track=track_id, ext=self.extension, shard=shard)
+
+    def with_params(self, **changes: Any) -> Feature:
+        """This feature with some parameters (or decode settings: ``sample_rate``, ``offset_s``, ...) changed.
+
+        A new version follows, so outputs made with the old values become stale.
+        """
+        unknown = sorted(set(changes) - set(self.params) - _DECODE_FIELDS)
+        if unknown:
+            raise FeatureGraphError(
+                f"feature {self.name!r} has no parameter {unknown}: its parameters are {sorted(self.params)}, "
+                f"its decode settings {sorted(_DECODE_FIELDS)}"
+            )
+        decode = replace(self.decode, **{k: v for k, v in changes.items() if k in _DECODE_FIELDS and k not in self.params})
+        params = {**self.params, **{k: v for k, v in changes.items() if k in self.params}}
+        return replace(self, params=_frozen_params(self.name, params), decode=decode, version="")
+
+    def own_fingerprint(self) -> dict[str, Any]:
+        """What, besides its inputs, decides this output: folded into ``version``."""
+        return {
+            "code_version": self.code_version,
+            "params": dict(self.params),
+            "decode": self.decode.describe() if self.wants_audio else {},
+            "libraries": library_versions(self.libraries),
+        }
+
+
+@dataclass(frozen=True)
+class FeatureOut:
+    """One output of a :func:`multi_feature`: its own format, schema, code version and storage."""
+
+    output: str | OutputFormat = "npy"
+    schema: pa.DataFrameSchema | None = None
+    code_version: str | None = None
+    description: str | None = None
+    ephemeral: bool = False
+    path: str = DEFAULT_PATH
+
+
+@dataclass(frozen=True, eq=False)
+class MultiFeature:
+    """A function whose outputs are several features (Klio's ``TaggedOutput``); a graph takes its outputs in."""
+
+    name: str
+    outputs: tuple[Feature, ...]
+
+    def __getitem__(self, output: str) -> Feature:
+        for f in self.outputs:
+            if f.output_name == output:
+                return f
+        raise KeyError(f"{self.name!r} has no output {output!r}: its outputs are {[f.output_name for f in self.outputs]}")
+
+    def with_params(self, **changes: Any) -> MultiFeature:
+        """All outputs with some parameters (or decode settings) changed."""
+        return MultiFeature(self.name, tuple(f.with_params(**changes) for f in self.outputs))
+
+
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    """The installed version of each distribution in ``names`` (``"not installed"`` for a missing one)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in sorted(set(names)):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _frozen_params(owner: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
+    try:
+        json.dumps(dict(params), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise FeatureGraphError(
+            f"parameters of {owner!r} must be JSON values (numbers, strings, booleans, lists, dicts): {exc}"
+        ) from None
+    return MappingProxyType(dict(params))
+
+
+def _check_path(owner: str, path: str) -> str:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(path) if f is not None}
+    except ValueError as exc:
+        raise FeatureGraphError(f"output path {path!r} of {owner!r} is not a valid template: {exc}") from None
+    if "track" not in fields or fields - _PATH_FIELDS:
+        raise FeatureGraphError(
+            f"output path {path!r} of {owner!r} must contain {{track}} and may use only "
+            f"{sorted('{' + f + '}' for f in _PATH_FIELDS)}"
+        )
+    if path.startswith("/") or ".." in path.split("/") or "\\" in path:
+        raise FeatureGraphError(f"output path {path!r} of {owner!r} must be relative to the store, with no '..'")
+    return path
+
+
+def _signature(owner: str, fn: Callable[..., Any], params: Mapping[str, Any]) -> tuple[tuple[str, ...], bool, bool]:
+    names = list(inspect.signature(fn).parameters)
+    undeclared = sorted(set(params) - set(names))
+    if undeclared:
+        raise FeatureGraphError(f"{owner!r} declares parameters {undeclared} that the function does not take")
+    reserved = sorted(set(params) & RESERVED_PARAMETERS)
+    if reserved:
+        raise FeatureGraphError(f"{owner!r}: {reserved} cannot be parameters, they are reserved inputs")
+    inputs = tuple(p for p in names if p not in RESERVED_PARAMETERS and p not in params)
+    return inputs, AUDIO in names, "track_id" in names
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name) or keyword.iskeyword(name) or name in RESERVED_PARAMETERS:
+        raise FeatureGraphError(f"feature name {name!r} must be a Python identifier other than {sorted(RESERVED_PARAMETERS)}")
+    return name
 
 
 def feature(
     *,
     code_version: str,
-    output: str = "npy",
+    output: str | OutputFormat = "npy",
     schema: pa.DataFrameSchema | None = None,
     sample_rate: int | None = None,
     mono: bool = True,
+    offset_s: float = 0.0,
+    duration_s: float | None = None,
+    params: Mapping[str, Any] | None = None,
+    libraries: Iterable[str] = (),
+    ephemeral: bool = False,
+    path: str = DEFAULT_PATH,
     deps: Iterable[str | AssetKey] = (),
     name: str | None = None,
 ) -> Callable[[Callable[..., Any]], Feature]:
@@ -88,16 +294,32 @@ def feature(
     Parameters
     ----------
     code_version : str
-        Bump it when the function's output changes; existing outputs become stale.
-    output : {"npy", "parquet", "json", "png"}
-        How the returned value is stored.
+        Bump it when the function's output changes: the feature and its descendants become stale.
+    output : str or OutputFormat
+        How the returned value is stored: a built-in format's name (``"npy"``,
+        ``"parquet"``, ``"json"``, ``"png"``, ``"audio"``; see
+        :mod:`klio_dagster.core.formats`) or your own :class:`OutputFormat`.
     schema : pandera.DataFrameSchema, optional
         Validates the tabular view of the value (see ``formats.as_frame``)
         before anything is written.
     sample_rate : int, optional
         Sample rate in Hz at which ``audio`` is decoded; ``None`` keeps the file's rate.
     mono : bool
-        Mix ``audio`` down to one channel.
+        Mix ``audio`` down to one channel; ``False`` gives ``(channels, n)`` samples.
+    offset_s, duration_s : float
+        The window of the track ``audio`` holds, in seconds (``duration_s=None``: to the end).
+    params : mapping, optional
+        Named values (JSON: numbers, strings, lists, ...) passed to the
+        function's parameters of those names; part of the version.
+    libraries : iterable of str
+        Distributions (``"librosa"``) whose installed version is part of the version.
+    ephemeral : bool
+        Computed in memory when a stored feature of the same run reads it; never
+        stored and not an asset.
+    path : str
+        Where outputs are stored in the feature store: a template of
+        ``{feature}``, ``{track}``, ``{ext}`` and ``{shard}`` (two hex digits of
+        a hash of the track ID, to spread a catalogue over folders).
     deps : iterable of str or AssetKey
         Plain Dagster assets this feature depends on without receiving their value.
     name : str, optional
@@ -105,25 +327,109 @@ def feature(
     """
 
     output_format = get_format(output)
+    decode = Decode(sample_rate, mono, offset_s, duration_s)
 
     def decorate(fn: Callable[..., Any]) -> Feature:
-        params = list(inspect.signature(fn).parameters)
+        own_name = _check_name(name or fn.__name__)
+        inputs, wants_audio, wants_track_id = _signature(own_name, fn, params or {})
         return Feature(
-            name=name or fn.__name__,
+            name=own_name,
             fn=fn,
-            code_version=code_version,
+            code_version=str(code_version),
             output_format=output_format,
-            inputs=tuple(p for p in params if p not in RESERVED_PARAMETERS),
-            wants_audio=AUDIO in params,
-            wants_track_id="track_id" in params,
-            sample_rate=sample_rate,
-            mono=mono,
+            inputs=inputs,
+            wants_audio=wants_audio,
+            wants_track_id=wants_track_id,
+            decode=decode,
             schema=schema,
             deps=tuple(deps),
             description=inspect.getdoc(fn),
+            params=_frozen_params(own_name, params or {}),
+            libraries=tuple(libraries),
+            ephemeral=ephemeral,
+            path=_check_path(own_name, path),
         )
 
     return decorate
+
+
+def multi_feature(
+    *,
+    outs: Mapping[str, FeatureOut],
+    code_version: str,
+    sample_rate: int | None = None,
+    mono: bool = True,
+    offset_s: float = 0.0,
+    duration_s: float | None = None,
+    params: Mapping[str, Any] | None = None,
+    libraries: Iterable[str] = (),
+    deps: Iterable[str | AssetKey] = (),
+    name: str | None = None,
+) -> Callable[[Callable[..., Any]], MultiFeature]:
+    """Make a per-track function that returns several values several features.
+
+    The function returns a mapping with one entry per name in ``outs`` (each
+    value, or a :class:`FeatureOutput`). Each output is a feature of its own:
+    its own asset, format, schema, storage and version (an out's
+    ``code_version`` defaults to this one). The function runs once per track
+    whichever of its outputs a run needs, and only the outputs that are
+    missing, stale or forced are written. The other arguments are
+    :func:`feature`'s, shared by every output.
+    """
+    if not outs:
+        raise FeatureGraphError("multi_feature needs at least one output in `outs`")
+    decode = Decode(sample_rate, mono, offset_s, duration_s)
+
+    def decorate(fn: Callable[..., Any]) -> MultiFeature:
+        node = _check_name(name or fn.__name__)
+        inputs, wants_audio, wants_track_id = _signature(node, fn, params or {})
+        frozen = _frozen_params(node, params or {})
+        features = tuple(
+            Feature(
+                name=_check_name(out_name),
+                fn=fn,
+                code_version=str(out.code_version or code_version),
+                output_format=get_format(out.output),
+                inputs=inputs,
+                wants_audio=wants_audio,
+                wants_track_id=wants_track_id,
+                decode=decode,
+                schema=out.schema,
+                deps=tuple(deps),
+                description=out.description or inspect.getdoc(fn),
+                params=frozen,
+                libraries=tuple(libraries),
+                ephemeral=out.ephemeral,
+                path=_check_path(out_name, out.path),
+                computation=node,
+                output_name=out_name,
+            )
+            for out_name, out in outs.items()
+        )
+        return MultiFeature(node, features)
+
+    return decorate
+
+
+def _flatten(items: Iterable[Feature | MultiFeature]) -> list[Feature]:
+    flat: list[Feature] = []
+    for item in items:
+        if isinstance(item, MultiFeature):
+            flat.extend(item.outputs)
+        elif isinstance(item, Feature):
+            flat.append(item)
+        else:
+            raise FeatureGraphError(f"a FeatureGraph takes @feature and @multi_feature functions, not {type(item).__name__}")
+    return flat
+
+
+def _fold(fingerprint: Mapping[str, Any], parents: Mapping[str, str]) -> str:
+    """``code_version`` alone when nothing else counts, else ``code_version+hash`` of all of it."""
+    own = {k: v for k, v in fingerprint.items() if v and k != "code_version"}
+    if not own and not parents:
+        return fingerprint["code_version"]
+    blob = json.dumps({"own": own, "parents": dict(parents)}, sort_keys=True, default=str)
+    return f"{fingerprint['code_version']}+{hashlib.sha1(blob.encode()).hexdigest()[:8]}"
 
 
 class FeatureGraph:
@@ -132,25 +438,47 @@ class FeatureGraph:
     ``external`` features belong to another graph (another team's code
     location): this graph's features may read their stored values, and
     their materialisations make this graph's features stale, but they are
-    never computed here.
+    never computed here. Pass them as that graph holds them
+    (``other_graph["name"]``), so their versions, which fold in their own
+    ancestors', are the ones that graph records.
+
+    Iterating a graph gives its stored features (its assets); ephemeral
+    features are reached by name and through :meth:`stored_inputs`.
     """
 
-    def __init__(self, features: Sequence[Feature], *, external: Sequence[Feature] = ()):
+    def __init__(self, features: Sequence[Feature | MultiFeature], *, external: Sequence[Feature | MultiFeature] = ()):
         by_name: dict[str, Feature] = {}
-        for f in features:
-            if f.name in by_name or f.name == AUDIO:
-                raise FeatureGraphError(f"feature name {f.name!r} is used twice (or is the reserved 'audio')")
+        for f in _flatten(features):
+            if f.name in by_name:
+                raise FeatureGraphError(f"feature name {f.name!r} is used twice")
             by_name[f.name] = f
-        self._external = {f.name: f for f in external if f.name not in by_name}
-        for f in features:
-            unknown = [i for i in f.inputs if i not in by_name and i not in self._external]
+        externals = {f.name: f for f in _flatten(external) if f.name not in by_name}
+        for f in by_name.values():
+            unknown = [i for i in f.inputs if i not in by_name and i not in externals]
             if unknown:
                 raise FeatureGraphError(
-                    f"feature {f.name!r} reads {unknown}, which are not features of this graph: "
-                    "add them (or pass another team's features as `external`), or rename the parameter"
+                    f"feature {f.name!r} reads {unknown}, which are not features of this graph: add them "
+                    "(or pass another team's features as `external`), declare them in `params`, or rename the parameter"
                 )
-        self._features = by_name
+            if f.ephemeral and f.deps:
+                raise FeatureGraphError(f"ephemeral feature {f.name!r} cannot depend on plain assets: it is not an asset")
+        self._all = by_name
         self.order: tuple[str, ...] = tuple(self._toposort())
+        self._external = {n: self._resolved_external(f) for n, f in externals.items()}
+        for name in self.order:
+            f = self._all[name]
+            self._all[name] = replace(f, version=_fold(f.own_fingerprint(), {p: self[p].version for p in f.inputs}))
+        self._stored_inputs = {n: self._through_ephemerals(n) for n in self.order}
+
+    def _resolved_external(self, f: Feature) -> Feature:
+        if f.version:
+            return f
+        if f.inputs:
+            raise FeatureGraphError(
+                f"external feature {f.name!r} reads {list(f.inputs)}: pass it as its own graph holds it "
+                f"(`their_graph[{f.name!r}]`), so that its version is the one its location records"
+            )
+        return replace(f, version=_fold(f.own_fingerprint(), {}))
 
     def _toposort(self) -> list[str]:
         order: list[str] = []
@@ -162,57 +490,115 @@ class FeatureGraph:
             if state.get(name) == "visiting":
                 raise FeatureGraphError(f"features form a cycle: {' -> '.join(path + (name,))}")
             state[name] = "visiting"
-            for parent in self._features[name].inputs:
-                if parent in self._features:
+            for parent in self._all[name].inputs:
+                if parent in self._all:
                     visit(parent, path + (name,))
             state[name] = "done"
             order.append(name)
 
-        for name in self._features:
+        for name in self._all:
             visit(name, ())
         return order
 
-    def __getitem__(self, name: str) -> Feature:
-        return self._features[name] if name in self._features else self._external[name]
+    def _through_ephemerals(self, name: str) -> tuple[tuple[str, ...], bool]:
+        """The stored features ``name`` reads, directly or through ephemeral ones, and whether it reaches ``audio``."""
+        stored: list[str] = []
+        f = self._all[name]
+        reaches_audio = f.wants_audio
+        for parent in f.inputs:
+            if parent in self._all and self._all[parent].ephemeral:
+                parents, audio = self._stored_inputs[parent]
+                stored.extend(parents)
+                reaches_audio |= audio
+            else:
+                stored.append(parent)
+        return tuple(sorted(set(stored))), reaches_audio
 
-    def __iter__(self):
-        return (self._features[n] for n in self.order)
+    def __getitem__(self, name: str) -> Feature:
+        if name in self._all:
+            return self._all[name]
+        if name in self._external:
+            return self._external[name]
+        raise KeyError(f"no feature {name!r} in this graph: its features are {list(self.order)}")
+
+    def __iter__(self) -> Iterator[Feature]:
+        return (self._all[n] for n in self.order if not self._all[n].ephemeral)
 
     def __len__(self) -> int:
-        return len(self._features)
+        return len(self.names)
 
     @property
     def names(self) -> tuple[str, ...]:
-        return self.order
+        """The stored features (the assets), in topological order."""
+        return tuple(n for n in self.order if not self._all[n].ephemeral)
+
+    @property
+    def ephemeral_names(self) -> tuple[str, ...]:
+        return tuple(n for n in self.order if self._all[n].ephemeral)
 
     @property
     def external_names(self) -> tuple[str, ...]:
         """Features of other graphs that this graph reads."""
         return tuple(self._external)
 
+    def stored_inputs(self, name: str) -> tuple[str, ...]:
+        """The stored features ``name`` is made from, directly or through ephemeral features, sorted."""
+        return self._stored_inputs[name][0]
+
+    def ephemeral_ancestors(self, name: str) -> tuple[str, ...]:
+        """The ephemeral features computed in memory to make ``name``, in topological order."""
+        found: set[str] = set()
+        stack = [p for p in self._all[name].inputs if p in self._all and self._all[p].ephemeral]
+        while stack:
+            parent = stack.pop()
+            if parent not in found:
+                found.add(parent)
+                stack.extend(p for p in self._all[parent].inputs if p in self._all and self._all[p].ephemeral)
+        return tuple(n for n in self.order if n in found)
+
+    def reads_audio(self, name: str) -> bool:
+        """Whether ``name`` reads the track's audio, directly or through ephemeral features."""
+        return self._stored_inputs[name][1]
+
+    def upstream(self, name: str) -> tuple[str, ...]:
+        """The assets ``name`` is made from: ``audio`` if it reads it, and its stored inputs."""
+        return ((AUDIO,) if self.reads_audio(name) else ()) + self.stored_inputs(name)
+
+    def siblings(self, name: str) -> tuple[str, ...]:
+        """The outputs made by the same function call as ``name`` (``name`` included)."""
+        node = self._all[name].node
+        return tuple(n for n in self.order if self._all[n].node == node)
+
     def check_names(self, names: Iterable[str]) -> list[str]:
-        """Return ``names`` in topological order; raise :class:`~klio_dagster.errors.FeatureGraphError` on unknown ones."""
+        """``names`` in topological order; :class:`~klio_dagster.errors.FeatureGraphError` on unknown or ephemeral ones."""
         wanted = set(names)
-        unknown = sorted(wanted - set(self._features))
+        ephemeral = sorted(wanted & set(self.ephemeral_names))
+        if ephemeral:
+            readers = sorted(n for n in self.order if set(ephemeral) & set(self._all[n].inputs))
+            raise FeatureGraphError(
+                f"{ephemeral} are ephemeral: they are computed in memory for the features that read them "
+                f"({readers}) and never stored; materialize those instead"
+            )
+        unknown = sorted(wanted - set(self._all))
         if unknown:
-            raise FeatureGraphError(f"unknown feature(s) {unknown}: known features are {list(self.order)}")
+            raise FeatureGraphError(f"unknown feature(s) {unknown}: known features are {list(self.names)}")
         return [n for n in self.order if n in wanted]
 
     def with_ancestors(self, names: Iterable[str]) -> list[str]:
-        """``names`` and every feature they read from, transitively, in topological order."""
+        """``names`` and every stored feature they are made from, transitively, in topological order."""
         closure: set[str] = set()
         stack = list(self.check_names(names))
         while stack:
             name = stack.pop()
-            if name not in closure and name in self._features:
+            if name not in closure and name in self._all:
                 closure.add(name)
-                stack.extend(self._features[name].inputs)
+                stack.extend(self.stored_inputs(name))
         return [n for n in self.order if n in closure]
 
     def descendants(self, names: Iterable[str]) -> list[str]:
-        """Features that read, transitively, from any of ``names`` (``"audio"`` allowed)."""
+        """Stored features made, transitively, from any of ``names`` (``"audio"`` allowed)."""
         found = set(names)
-        for name in self.order:
-            if found & set(self._features[name].upstream()):
+        for name in self.names:
+            if found & set(self.upstream(name)):
                 found.add(name)
-        return [n for n in self.order if n in found and n not in set(names)]
+        return [n for n in self.names if n in found and n not in set(names)]

@@ -168,7 +168,7 @@ class BeamExecutor:
     poll_interval_s: float = 0.5
     native_threads: int = 1
 
-    def _pipeline(self) -> beam.Pipeline:
+    def _pipeline(self, job_name: str) -> beam.Pipeline:
         if self.runner == LOCAL_RUNNER:
             from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -178,10 +178,11 @@ class BeamExecutor:
                 direct_running_mode="multi_processing",
                 direct_num_workers=workers,
                 default_sdk_harness_log_level="ERROR",
+                job_name=job_name,
             )
             return beam.Pipeline(runner=FnApiRunner(), options=options)
         if self.runner == DATAFLOW_RUNNER:
-            return beam.Pipeline(runner=DATAFLOW_RUNNER, options=PipelineOptions(self.pipeline_args))
+            return beam.Pipeline(runner=DATAFLOW_RUNNER, options=PipelineOptions(self.pipeline_args, job_name=job_name))
         raise ConfigurationError(f"unknown Beam runner {self.runner!r}: use {LOCAL_RUNNER!r} or {DATAFLOW_RUNNER!r}")
 
     def run(
@@ -190,10 +191,11 @@ class BeamExecutor:
         if self.runner == DATAFLOW_RUNNER and not store.root_uri.startswith("gs://"):
             raise ConfigurationError("Dataflow workers cannot reach a local feature store: set KLIO_STORE to gs://bucket/prefix")
         driver = ProcessIdentity.current()
-        folder = f"{RUNS_FOLDER}/{driver.token()}-{uuid.uuid4().hex}"
+        batch = uuid.uuid4().hex
+        folder, job_name = f"{RUNS_FOLDER}/{driver.token()}-{batch}", f"klio-{batch[:12]}"
         local = self.runner == LOCAL_RUNNER
         compute = _ComputeTrack(graph, store, limits or TrackLimits(), folder, self.native_threads, driver if local else None)
-        pipeline = self._pipeline()
+        pipeline = self._pipeline(job_name)
         (
             pipeline
             | "Tracks" >> beam.Create(_spread(tasks))
@@ -212,7 +214,11 @@ class BeamExecutor:
         # Workers start while the pipeline runs: their environment is kept until it ends.
         with _importable_by_workers(graph) if local else nullcontext():
             thread.start()
-            yield from self._collect(thread, errors, store, folder, len(tasks), _LocalWorkers() if local else None)
+            for results in self._collect(thread, errors, store, folder, len(tasks), _LocalWorkers() if local else None):
+                for result in results:
+                    if result.ok:
+                        result.metadata.update(executor=f"beam/{self.runner}", pipeline_job=job_name)
+                yield results
 
     def _collect(
         self,

@@ -39,4 +39,7 @@ class InProcessExecutor:
         for task in tasks:
             with threadpool_limits(limits=self.native_threads or None):
                 results = compute_track(task, graph, store, limits)
+            for result in results:
+                if result.ok:
+                    result.metadata["executor"] = "in_process"
             yield results

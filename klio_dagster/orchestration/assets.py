@@ -108,7 +108,7 @@ def _materialization(result: PairResult, feature: Feature, input_tags: dict[str,
         metadata=metadata,
         tags={
             DATA_VERSION_TAG: result.data_version or "",
-            CODE_VERSION_TAG: str(result.metadata.get("code_version", "")),
+            CODE_VERSION_TAG: feature.version,
             **input_tags,
         },
     )
@@ -206,7 +206,7 @@ def compute_features(
                 checks.add(result)
                 if result.ok:
                     feature = graph[result.feature]
-                    yield _materialization(result, feature, pointers.tags_for(feature, result.track_id, result.input_versions))
+                    yield _materialization(result, feature, pointers.tags_for(graph, feature, result.track_id, result.input_versions))
                     if result.feature in read_later:
                         pointers.recorded(result.feature, result.track_id)
                     if outputs.enabled:
@@ -255,9 +255,9 @@ def build_feature_assets(
     specs = [
         AssetSpec(
             f.asset_key,
-            deps=[AssetKey(u) for u in f.upstream()] + [AssetKey.from_coercible(d) for d in f.deps],
+            deps=[AssetKey(u) for u in graph.upstream(f.name)] + [AssetKey.from_coercible(d) for d in f.deps],
             partitions_def=tracks_partitions,
-            code_version=f.code_version,
+            code_version=f.version,
             description=f.description,
             group_name=group_name,
             skippable=True,

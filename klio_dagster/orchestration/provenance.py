@@ -28,7 +28,7 @@ from klio_dagster.planning.planner import FeatureLineage
 def recorded_inputs(graph: FeatureGraph, lineage: Mapping[str, FeatureLineage], track: str, features: Iterable[str]) -> tuple[tuple[str, str], ...]:
     """The recorded data versions of the stored inputs that computing ``features`` for ``track`` reads."""
     computed = set(features)
-    parents = dict.fromkeys(p for f in computed for p in graph[f].inputs if p not in computed)
+    parents = dict.fromkeys(p for f in computed for p in graph.stored_inputs(f) if p not in computed)
     return tuple((p, lineage[p].data_versions[track]) for p in parents if track in lineage[p].data_versions)
 
 
@@ -69,10 +69,10 @@ class InputPointers:
         record = self._lineage.get(feature)
         return record.storage_ids.get(track) if record else None
 
-    def tags_for(self, feature: Feature, track: str, versions: Mapping[str, str]) -> dict[str, str]:
+    def tags_for(self, graph: FeatureGraph, feature: Feature, track: str, versions: Mapping[str, str]) -> dict[str, str]:
         """All input provenance tags of ``feature``'s materialisation for ``track``: its features, audio and plain deps."""
         tags = input_tags(versions, {p: self.pointer(p, track) for p in versions})
-        if feature.wants_audio:
+        if graph.reads_audio(feature.name):
             # Registered sources record no event (see docs/architecture.md): Dagster's own default for them.
             tags.update(input_tags({AUDIO: DEFAULT_DATA_VERSION.value}, {}))
         for dep in feature.deps:

@@ -47,10 +47,12 @@ def plan_from_log(
     *,
     force: Iterable[str] = (),
     bottom_up: bool = True,
+    only: Iterable[str] | None = None,
 ) -> Plan:
     """:func:`plan` against the event log, loading the lineage of ``features`` and their ancestors."""
     requested = list(features)
-    return plan(graph, lineage_for(instance, graph, requested, tracks), requested, tracks, force=force, bottom_up=bottom_up)
+    lineage = lineage_for(instance, graph, requested, tracks)
+    return plan(graph, lineage, requested, tracks, force=force, bottom_up=bottom_up, only=only)
 
 
 def lineage_for(instance: DagsterInstance, graph: FeatureGraph, features: Iterable[str], tracks: Sequence[str]) -> dict[str, FeatureLineage]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from klio_dagster.core.features import Feature, FeatureGraph
+from klio_dagster.core.features import FeatureGraph
 from klio_dagster.core.versions import code_version_of, input_mark, input_marks_of
 
 Pair = tuple[str, str]
@@ -53,32 +53,41 @@ class Plan:
 def state_of(graph: FeatureGraph, lineage: dict[str, FeatureLineage], feature: str, track: str) -> str:
     """``"missing"``, ``"stale"`` or ``"materialized"`` for one pair, from lineage.
 
-    Stale means made by another code version, or from inputs other than their
-    current outputs (Dagster's rule, so the UI's "Unsynced" agrees): an input
-    recomputed into different bytes makes its children stale, one recomputed
-    into the same bytes does not, and an input with no materialisation at all
-    (wiped) leaves its children as they are.
+    Stale means made by another version (a code version, parameter, decode
+    setting or library version of the feature or of any of its ancestors
+    changed: :class:`~klio_dagster.core.features.FeatureGraph` folds them into
+    one version), or from inputs other than their current outputs (Dagster's
+    rule, so the UI's "Unsynced" agrees): an input recomputed into different
+    bytes makes its children stale, one recomputed into the same bytes does
+    not, and an input with no materialisation at all (wiped) leaves its
+    children as they are.
     """
+    if lineage[feature].data_versions.get(track) is None:
+        return "missing"
+    return "materialized" if stale_cause(graph, lineage, feature, track) is None else "stale"
+
+
+def stale_cause(graph: FeatureGraph, lineage: dict[str, FeatureLineage], feature: str, track: str) -> str | None:
+    """Why a recorded pair is stale, in a sentence; ``None`` if it is current (or missing)."""
     version = lineage[feature].data_versions.get(track)
     if version is None:
-        return "missing"
-    if code_version_of(version) != graph[feature].code_version:
-        return "stale"
-    return "materialized" if _made_from_current_inputs(graph[feature], lineage, track, version) else "stale"
-
-
-def _made_from_current_inputs(feature: Feature, lineage: dict[str, FeatureLineage], track: str, version: str) -> bool:
-    parents = sorted(feature.inputs)
+        return None
+    recorded, current = code_version_of(version), graph[feature].version
+    if recorded != current:
+        return f"made by version {recorded}, the feature is now version {current}"
+    parents = graph.stored_inputs(feature)
     if not parents:
-        return True
+        return None
     marks = input_marks_of(version)
+    if not marks:
+        return "made before the versions of its inputs were recorded"
     if len(marks) != len(parents):
-        return False  # made before input versions were recorded, or from other inputs
+        return f"made from {len(marks)} inputs; it now reads {len(parents)} ({', '.join(parents)})"
     for parent, mark in zip(parents, marks):
-        current = lineage[parent].data_versions.get(track) if parent in lineage else None
-        if current is not None and input_mark(current) != mark:
-            return False
-    return True
+        current_input = lineage[parent].data_versions.get(track) if parent in lineage else None
+        if current_input is not None and input_mark(current_input) != mark:
+            return f"its input {parent!r} has been recomputed into new data since"
+    return None
 
 
 def plan(
@@ -89,33 +98,44 @@ def plan(
     *,
     force: Iterable[str] = (),
     bottom_up: bool = True,
+    only: Iterable[str] | None = None,
 ) -> Plan:
     """Decide what to compute so that ``features`` exist and are current for ``tracks``.
 
     A requested feature is computed if it is missing, stale, forced, or if
     an input is computed in the same plan. With ``bottom_up`` its missing or
     stale ancestors are computed too (and only those: never siblings);
-    without it, ancestors are only read. ``lineage`` must cover every
+    without it, ancestors are only read. ``only`` (states: ``"missing"``,
+    ``"stale"``) narrows the request to the pairs of requested features in
+    those states, with what they need. ``lineage`` must cover every
     feature considered (see :func:`load_lineage`).
     """
     requested = graph.check_names(features)
-    considered = graph.with_ancestors(requested) if bottom_up else requested
-    wanted, forced = set(requested), set(force)
-    by_feature: dict[str, tuple[list[str], list[str]]] = {f: ([], []) for f in considered}
+    forced, states = set(force), None if only is None else set(only)
+    closures: dict[frozenset[str], list[str]] = {}
+    by_feature: dict[str, tuple[list[str], list[str]]] = {}
     for track in tracks:
+        targets = frozenset(
+            f for f in requested if states is None or state_of(graph, lineage, f, track) in states
+        )
+        if targets not in closures:
+            closures[targets] = graph.with_ancestors(targets) if bottom_up else [f for f in requested if f in targets]
         computed: set[str] = set()
-        for name in considered:
+        for name in closures[targets]:
             needed = (
-                (name in wanted and name in forced)
-                or any(p in computed for p in graph[name].inputs)
+                (name in targets and name in forced)
+                or any(p in computed for p in graph.stored_inputs(name))
                 or state_of(graph, lineage, name, track) != "materialized"
             )
             if needed:
                 computed.add(name)
-            by_feature[name][0 if needed else 1].append(track)
+            by_feature.setdefault(name, ([], []))[0 if needed else 1].append(track)
+        for name in requested:
+            if name not in closures[targets]:
+                by_feature.setdefault(name, ([], []))[1].append(track)
     result = Plan()
-    for name in considered:
-        compute, skip = by_feature[name]
+    for name in graph.order:
+        compute, skip = by_feature.get(name, ([], []))
         result.to_compute.extend((name, t) for t in compute)
         result.skipped.extend((name, t) for t in skip)
     return result

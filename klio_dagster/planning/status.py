@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetMaterialization, AssetRecordsFilter, DagsterInstance
 
-from klio_dagster.core.features import AUDIO, Feature, FeatureGraph
-from klio_dagster.core.versions import content_digest, digest_of
-from klio_dagster.orchestration.compat import CODE_VERSION_TAG
+from klio_dagster.core.features import AUDIO, Feature, FeatureGraph, library_versions
+from klio_dagster.core.versions import code_version_of, content_digest, digest_of
+from klio_dagster.orchestration.compat import CODE_VERSION_TAG, get_input_data_version_tag
 from klio_dagster.orchestration.tags import FAILED, PING_TAG, STATUS_TAG
 from klio_dagster.planning.lineage import load_lineage
-from klio_dagster.planning.planner import state_of
+from klio_dagster.planning.planner import stale_cause, state_of
 from klio_dagster.storage.registry import read_source_uri
-from klio_dagster.storage.stores import FeatureStore, object_name
+from klio_dagster.storage.stores import FeatureStore
 
 _RECENT_OBSERVATIONS = 20
 #: Metadata left out of a status row: the UI's preview image.
@@ -33,12 +34,46 @@ def stored_output(store: FeatureStore, feature: Feature, track: str, data_versio
     use neither: they read only the recorded output, checked against its digest.
     """
     try:
-        data = store.read_bytes(object_name(feature.name, track, feature.extension))
+        data = store.read_bytes(feature.object_name(track))
     except FileNotFoundError:
         return "absent"
     if data_version is None:
         return "unrecorded"
     return "recorded" if content_digest(data) == digest_of(data_version) else "differs"
+
+
+def _value(metadata: Mapping[str, Any], key: str) -> Any:
+    entry = metadata.get(key)
+    return getattr(entry, "value", entry)
+
+
+def version_changes(graph: FeatureGraph, feature: Feature, materialization: AssetMaterialization) -> list[str]:
+    """What changed between the version that made ``materialization`` and ``feature``'s current one."""
+    metadata, changes = materialization.metadata, []
+    old_code = _value(metadata, "code_version")
+    if old_code is not None and str(old_code) != feature.code_version:
+        changes.append(f"code version {old_code} -> {feature.code_version}")
+    for label, old, new in (
+        ("parameter", _value(metadata, "params") or {}, dict(feature.params)),
+        ("decode setting", _value(metadata, "decode") or {}, feature.decode.describe() if feature.wants_audio else {}),
+    ):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                changes.append(f"{label} {key} {old.get(key)} -> {new.get(key)}")
+    libraries = _value(metadata, "libraries") or {}
+    for name, now in library_versions(feature.libraries).items():
+        if libraries.get(name) != now:
+            changes.append(f"library {name} {libraries.get(name)} -> {now}")
+    for parent in feature.inputs:
+        upstream = graph[parent]
+        if upstream.ephemeral:
+            recorded = (_value(metadata, "ephemeral_inputs") or {}).get(parent)
+        else:
+            recorded = materialization.tags.get(get_input_data_version_tag(AssetKey(parent)))
+            recorded = code_version_of(recorded) if recorded else None
+        if recorded is not None and recorded != upstream.version:
+            changes.append(f"input {parent!r} is now version {upstream.version} (was {recorded})")
+    return changes
 
 
 def track_status(instance: DagsterInstance, graph: FeatureGraph, store: FeatureStore, track: str) -> list[dict[str, Any]]:
@@ -61,6 +96,10 @@ def track_status(instance: DagsterInstance, graph: FeatureGraph, store: FeatureS
         if materialized:
             record = materialized[0]
             m = record.asset_materialization
+            if row["state"] == "stale":
+                cause = stale_cause(graph, lineage, feature.name, track) or ""
+                changes = version_changes(graph, feature, m) if m and cause.startswith("made by version") else []
+                row["why"] = f"{cause}: {'; '.join(changes)}" if changes else cause
             row.update(
                 code_version=m.tags.get(CODE_VERSION_TAG) if m else None,
                 run_id=record.run_id,

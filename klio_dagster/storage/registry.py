@@ -80,3 +80,16 @@ def read_source_uri(store: FeatureStore, track_id: str) -> str | None:
 def tracks_with_sources(store: FeatureStore) -> set[str]:
     """Every track that has a source record, from one listing."""
     return store.existing_tracks(AUDIO, "json")
+
+
+def local_source_duration_s(store: FeatureStore, track_id: str) -> float | None:
+    """The duration in seconds its file's header gives, for a track registered with a local file; else ``None``."""
+    import soundfile as sf
+
+    uri = read_source_uri(store, track_id)
+    if uri is None or "://" in uri:
+        return None
+    try:
+        return float(sf.info(uri).duration)
+    except (OSError, RuntimeError, sf.LibsndfileError):
+        return None
