@@ -51,6 +51,27 @@ _EXPORTS = {
     "FeatureGraph": "core.features",
     "FeatureOutput": "core.features",
     "feature": "core.features",
+    "multi_feature": "core.features",
+    "FeatureOut": "core.features",
+    "MultiFeature": "core.features",
+    "Decode": "core.features",
+    "OutputFormat": "core.formats",
+    "BUILTIN_FORMATS": "core.formats",
+    "as_frame": "core.formats",
+    "new_figure": "core.plots",
+    "figure_image": "core.plots",
+    "waveform_figure": "core.plots",
+    "spectrogram_figure": "core.plots",
+    "mel_figure": "core.plots",
+    "mfcc_figure": "core.plots",
+    "chroma_figure": "core.plots",
+    "mel_spectrogram_image": "core.plots",
+    "decode_file": "core.audio",
+    "mel_spectrogram_db": "core.audio",
+    "onset_strength": "core.audio",
+    "beat_track": "core.audio",
+    "frame_rms": "core.audio",
+    "rms_per_interval": "core.audio",
     "TRACK_ID_PATTERN": "core.tracks",
     "validate_track_id": "core.tracks",
     "InProcessExecutor": "executors.in_process",
@@ -71,8 +92,38 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from klio_dagster.core.audio import (
+        Audio,
+        beat_track,
+        decode_file,
+        frame_rms,
+        mel_spectrogram_db,
+        onset_strength,
+        rms_per_interval,
+    )
     from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, compute_track
-    from klio_dagster.core.features import AUDIO, Audio, Feature, FeatureGraph, FeatureOutput, feature
+    from klio_dagster.core.features import (
+        AUDIO,
+        Decode,
+        Feature,
+        FeatureGraph,
+        FeatureOut,
+        FeatureOutput,
+        MultiFeature,
+        feature,
+        multi_feature,
+    )
+    from klio_dagster.core.formats import BUILTIN_FORMATS, OutputFormat, as_frame
+    from klio_dagster.core.plots import (
+        chroma_figure,
+        figure_image,
+        mel_figure,
+        mel_spectrogram_image,
+        mfcc_figure,
+        new_figure,
+        spectrogram_figure,
+        waveform_figure,
+    )
     from klio_dagster.core.tracks import TRACK_ID_PATTERN, validate_track_id
     from klio_dagster.errors import (
         AudioDecodeError,

@@ -97,9 +97,12 @@ def decode_file(
         Start of the window decoded, in seconds from the start of the file.
     duration_s : float > 0, optional
         Length of the window, in seconds; ``None``: to the end. The window is
-        ``librosa.load``'s: ``round(offset_s * native_sr)`` frames skipped, at
-        most ``round(duration_s * native_sr)`` decoded; a file that ends sooner
-        gives a shorter window.
+        ``librosa.load``'s: ``int(offset_s * native_sr)`` frames skipped, at
+        most ``int(duration_s * native_sr)`` decoded; a file that ends sooner
+        gives a shorter window. The samples are ``librosa.load(offset=...,
+        duration=...)``'s bit for bit, except for MP3, where librosa seeks and
+        libsndfile's MP3 seek shifts the samples after it (by up to 1e-3): here
+        they are those of a full decode.
 
     Returns
     -------
@@ -155,7 +158,7 @@ def _skip_to(f: sf.SoundFile, offset_s: float, name: str, block_frames: int) -> 
     """
     if offset_s < 0 or not math.isfinite(offset_s):
         raise AudioDecodeError(f"{name}: the decode offset must be a finite number of seconds >= 0, not {offset_s}")
-    start = round(offset_s * f.samplerate)
+    start = int(offset_s * f.samplerate)  # librosa.load truncates, and so do we
     if start == 0:
         return 0
     if f.frames > 0 and start >= f.frames:
@@ -185,7 +188,7 @@ def _decode_open(
 ) -> tuple[np.ndarray, int]:
     skipped, duration_s = window
     native_sr, channels = int(f.samplerate), int(f.channels)
-    remaining = None if duration_s is None else round(duration_s * native_sr)
+    remaining = None if duration_s is None else int(duration_s * native_sr)
     if remaining is not None and remaining <= 0:
         raise AudioDecodeError(f"{name}: the decode window's duration must be > 0 s, not {duration_s}")
     announced = max(int(f.frames) - skipped, 0)

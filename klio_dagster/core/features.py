@@ -468,7 +468,9 @@ class FeatureGraph:
         for name in self.order:
             f = self._all[name]
             self._all[name] = replace(f, version=_fold(f.own_fingerprint(), {p: self[p].version for p in f.inputs}))
-        self._stored_inputs = {n: self._through_ephemerals(n) for n in self.order}
+        self._stored_inputs: dict[str, tuple[tuple[str, ...], bool]] = {}
+        for name in self.order:  # parents first: an ephemeral parent's own stored inputs are known by then
+            self._stored_inputs[name] = self._through_ephemerals(name)
 
     def _resolved_external(self, f: Feature) -> Feature:
         if f.version:
