@@ -71,7 +71,7 @@ class _ComputeTrack(beam.DoFn):
 def _import_roots(graph: FeatureGraph) -> list[str]:
     """The folders from which the graph's feature modules were imported (for ``a.b.c``, the folder above ``a``)."""
     roots: list[str] = []
-    for feature in (graph[name] for name in (*graph.names, *graph.external_names)):
+    for feature in (graph[name] for name in (*graph.order, *graph.external_names)):
         module = sys.modules.get(feature.fn.__module__)
         path = getattr(module, "__file__", None)
         if path:
