@@ -25,7 +25,6 @@ from klio_dagster import (
     FeatureGraph,
     FeatureOut,
     build_feature_definitions,
-    build_local_queue_sensor,
     feature,
     multi_feature,
     spectrogram_figure,
@@ -120,4 +119,5 @@ def spectrogram_plots(
 
 audio_spectrograms_graph = FeatureGraph([stft, nn_filter, soft_masks, spectrogram_plots])
 
-defs = build_feature_definitions(audio_spectrograms_graph, name="audio_spectrograms", sensors=[build_local_queue_sensor])
+#: A batch job, as Klio's was (its events came from a file of IDs: ``--tracks-file``); no sensor.
+defs = build_feature_definitions(audio_spectrograms_graph, name="audio_spectrograms")

@@ -75,6 +75,12 @@ def test_the_port_matches_klios_job_bit_for_bit_and_stores_only_what_is_looked_a
 
     code, out = cli("materialize", *STORED, "--all-tracks")
     assert code == 0 and out["computed"] == []  # everything current: nothing recomputed
+    first = next(iter(tracks))
+    before = (store / "background" / f"{first}.npy").stat().st_mtime_ns
+    code, out = cli("materialize", "foreground", "--tracks", first, "--force")
+    assert out["computed"] == [["foreground", first]]  # one output of the call forced, its sibling left as it was
+    assert (store / "background" / f"{first}.npy").stat().st_mtime_ns == before
+    assert cli("plan", *STORED, "--all-tracks")[1]["to_compute"] == []  # the same bytes: the plots stay current
 
     code, report = cli("explain", "foreground_plot", next(iter(tracks)))
     assert report["params"] == {"sample_rate": 22_050, "hop_length": 512}

@@ -233,6 +233,18 @@ def test_a_bump_upstream_in_another_location_makes_its_readers_stale():
     assert state_of(new, lineage, "key", "t") == "stale"
 
 
+def test_a_graph_extended_with_a_feature_keeps_its_own_features_and_versions():
+    @feature(code_version="1", output="json")
+    def tempo_class(beat_tracking: pd.DataFrame) -> dict:
+        return {"fast": bool(beat_tracking["tempo_bpm"].iloc[0] > 120) if len(beat_tracking) else False}
+
+    graph = reference_graph.extended([tempo_class])
+    assert graph.names == (*reference_graph.names, "tempo_class")
+    assert all(graph[n].version == reference_graph[n].version for n in reference_graph.names)
+    ephemeral = ephemeral_graph([])
+    assert ephemeral.extended([]).ephemeral_names == ("spectrum",)
+
+
 def test_external_features_with_inputs_must_come_from_their_graph():
     with pytest.raises(FeatureGraphError, match="their_graph"):
         FeatureGraph([sibling], external=[replace(FeatureGraph([scaled, child_of_scaled])["child_of_scaled"], version="")])

@@ -35,6 +35,11 @@ from klio_dagster.storage.stores import FeatureStore
 DEFAULT_MAX_DURATION_S = 3 * 3600.0
 #: Distributions whose version every output records (a feature adds its own with ``libraries=``).
 RECORDED_LIBRARIES = ("klio-dagster", "numpy", "librosa", "soundfile", "soxr")
+#: Metadata every output carries (a feature's own metadata is the rest).
+STANDARD_METADATA = frozenset({
+    "uri", "code_version", "version", "params", "decode", "libraries", "host", "executor", "pipeline_job",
+    "compute_s", "audio_s", "bytes", "source_uri", "sample_rate_hz", "duration_s", "ephemeral_inputs",
+})
 #: Largest preview image kept: it is stored, twice, in the event log with every materialisation.
 MAX_PREVIEW_BYTES = 200_000
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagster import RunsFilter
 
+from klio_dagster.core.execution import STANDARD_METADATA
 from klio_dagster.core.features import AUDIO
 from klio_dagster.demo.catalogue import DemoTrack, write_catalogue
 from klio_dagster.errors import ConfigurationError, LocationError
@@ -29,8 +30,6 @@ from klio_dagster.planning.status import track_status
 if TYPE_CHECKING:
     from klio_dagster.cli.location import Location
 
-#: Metadata every materialisation carries; a feature's own metadata is the rest.
-_STANDARD_METADATA = frozenset({"uri", "code_version", "compute_s", "bytes", "source_uri", "sample_rate_hz", "duration_s"})
 
 
 @dataclass
@@ -69,7 +68,7 @@ class DemoResult:
 
 
 def _headline(metadata: dict[str, Any]) -> Any:
-    own = [v for k, v in metadata.items() if k not in _STANDARD_METADATA]
+    own = [v for k, v in metadata.items() if k not in STANDARD_METADATA]
     return own[0] if own else "ok"
 
 
