@@ -24,8 +24,10 @@ from klio_dagster import (
     Audio,
     FeatureGraph,
     FeatureOut,
+    FeatureOutput,
     build_feature_definitions,
     feature,
+    figure_image,
     multi_feature,
     spectrogram_figure,
 )
@@ -102,13 +104,15 @@ def spectrogram_plots(
 ) -> dict:
     """The three spectrograms in dB, log-frequency (Klio's ``GetSpec`` and ``SpecToPlot(y_axis="log")``).
 
-    Stored where Klio's job wrote them, ``spectrograms/{track}-full.png`` and so on.
+    Stored where Klio's job wrote them, ``spectrograms/{track}-full.png`` and so on, and shown with
+    each materialisation in the Dagster UI.
     """
     import librosa
 
-    def plot(S: np.ndarray, what: str):
+    def plot(S: np.ndarray, what: str) -> FeatureOutput:
         S_db = librosa.amplitude_to_db(S, ref=np.max)
-        return spectrogram_figure(S_db, sr=sample_rate, hop_length=hop_length, y_axis="log", title=f"{what} Spectrogram for {track_id}")
+        fig = spectrogram_figure(S_db, sr=sample_rate, hop_length=hop_length, y_axis="log", title=f"{what} Spectrogram for {track_id}")
+        return FeatureOutput(fig, preview=figure_image(fig))  # the PNG stored, a WebP copy shown in the Dagster UI
 
     return {
         "full_plot": plot(magnitude, "Full"),

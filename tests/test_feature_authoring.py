@@ -155,6 +155,18 @@ def test_params_are_passed_and_are_not_inputs():
     assert values["scaled"] == {"value": 8.0, "label": "x"} and values["child_of_scaled"] == {"value": 9.0}
 
 
+def test_a_function_that_changes_its_parameter_changes_only_its_copy():
+    @feature(code_version="1", output="json", params={"seen": []})
+    def appends(track_id: str, seen: list) -> dict:
+        seen.append(track_id)
+        return {"seen": list(seen)}
+
+    graph = FeatureGraph([appends])
+    assert compute_on_audio(graph, tone(0.2), SR, track_id="a")["appends"] == {"seen": ["a"]}
+    assert compute_on_audio(graph, tone(0.2), SR, track_id="b")["appends"] == {"seen": ["b"]}
+    assert dict(graph["appends"].params) == {"seen": []}
+
+
 def test_changing_a_param_changes_the_version_of_the_feature_and_of_its_descendants_only():
     before = FeatureGraph([scaled, child_of_scaled, sibling])
     after = FeatureGraph([scaled.with_params(scale=3.0), child_of_scaled, sibling])

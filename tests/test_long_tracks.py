@@ -180,6 +180,7 @@ _PEAK = textwrap.dedent(
     import numpy as np, soundfile as sf, librosa, soxr
     librosa.resample  # imports before the baseline: only decoding is measured
     from klio_dagster.core.execution import TrackLimits, TrackTask, _TrackInputs
+    from klio_dagster.core.features import Decode
     from examples.reference_graph import reference_graph
     from klio_dagster.storage.stores import LocalFeatureStore
     from klio_dagster.storage.registry import record_sources
@@ -196,7 +197,7 @@ _PEAK = textwrap.dedent(
         y = librosa.resample(np.ascontiguousarray(y.T.mean(axis=0)), orig_sr=sr, target_sr=22050, res_type="soxr_hq")
         y = y.astype(np.float32)
     else:  # what compute_track runs
-        y = _TrackInputs(TrackTask("t", ()), reference_graph, store, TrackLimits()).audio(22050, True).samples
+        y = _TrackInputs(TrackTask("t", ()), reference_graph, store, TrackLimits()).audio(Decode(22050, True)).samples
     print(json.dumps({"growth": hwm() - before, "output": y.nbytes}))
     """
 )

@@ -14,6 +14,7 @@ descendants for that track.
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import socket
 import time
@@ -196,7 +197,7 @@ class _TrackInputs:
 
 def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
     kwargs: dict[str, Any] = {p: inputs.value(feature, p) for p in feature.inputs}
-    kwargs.update(feature.params)
+    kwargs.update(copy.deepcopy(dict(feature.params)))  # a function that changes its list parameter changes only its copy
     metadata: dict[str, Any] = {}
     if feature.wants_audio:
         audio = inputs.audio(feature.decode)
