@@ -69,7 +69,8 @@ def plan_estimate(loc: Location, work: Plan) -> dict:
     workers = (executor.num_workers or os.cpu_count() or 1) if beam else 1
     costs = past_costs(loc.instance, work.features)
     minutes = header_minutes(lambda track: local_source_duration_s(loc.store, track))
-    return estimate(work, costs, workers, audio_minutes=minutes, beam=beam)
+    windows = {f: loc.graph.window_s(f) for f in work.features}
+    return estimate(work, costs, workers, audio_minutes=minutes, windows=windows, beam=beam)
 
 
 def run(args: argparse.Namespace) -> int:

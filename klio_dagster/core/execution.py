@@ -126,8 +126,8 @@ class _TrackInputs:
         self.values: dict[str, Any] = {}
         #: The data version of every stored feature in ``values``: computed here or recorded.
         self.versions: dict[str, str] = {}
-        #: Seconds of audio the track's features were computed from (the longest decoded or read), if any.
-        self.audio_s: float | None = None
+        #: Seconds of audio each value (by feature) and each call (by node) was made from, where known.
+        self.audio_s: dict[str, float] = {}
 
     def audio(self, decode: Decode) -> Audio:
         if decode.key not in self._audio:
@@ -142,13 +142,12 @@ class _TrackInputs:
                     fh, sr=decode.sample_rate, mono=decode.mono, max_duration_s=self.limits.max_duration_s,
                     name=record.uri, offset_s=decode.offset_s, duration_s=decode.duration_s,
                 )
-            self._audio[decode.key] = self._saw(Audio(y, sr))
+            self._audio[decode.key] = Audio(y, sr)
         return self._audio[decode.key]
 
-    def _saw(self, value: Any) -> Any:
-        if isinstance(value, Audio):
-            self.audio_s = max(self.audio_s or 0.0, value.duration_s)
-        return value
+    def made_from_seconds(self, feature: Feature) -> float | None:
+        """The seconds of audio ``feature``'s call was made from: its decoded window, or its inputs'."""
+        return self.audio_s.get(feature.node)
 
     def value(self, feature: Feature, parent: str) -> Any:
         if parent not in self.values:
@@ -156,7 +155,9 @@ class _TrackInputs:
             if upstream.ephemeral:
                 self.values[parent] = self.output(upstream).value
             else:
-                self.values[parent] = self._saw(self._read_recorded(feature, parent))
+                value = self.values[parent] = self._read_recorded(feature, parent)
+                if isinstance(value, Audio):
+                    self.audio_s[parent] = value.duration_s
         return self.values[parent]
 
     def output(self, feature: Feature) -> FeatureOutput:
@@ -169,6 +170,8 @@ class _TrackInputs:
         result = self._calls[feature.node]
         if isinstance(result, Exception):
             raise result
+        if feature.node in self.audio_s:
+            self.audio_s.setdefault(feature.name, self.audio_s[feature.node])
         return result if feature.output_name is None else _one_output(feature, result)
 
     def _read_recorded(self, feature: Feature, parent: str) -> Any:
@@ -205,6 +208,11 @@ def _call(feature: Feature, inputs: _TrackInputs) -> FeatureOutput:
         metadata.update(sample_rate_hz=audio.sample_rate, duration_s=round(audio.duration_s, 3))
     if feature.wants_track_id:
         kwargs["track_id"] = inputs.track_id
+    seconds = [inputs.audio_s[p] for p in feature.inputs if p in inputs.audio_s]
+    if feature.wants_audio:
+        seconds.append(kwargs["audio"].duration_s)
+    if seconds:
+        inputs.audio_s[feature.node] = max(seconds)
     out = feature.fn(**kwargs)
     if isinstance(out, FeatureOutput):
         return FeatureOutput(out.value, {**metadata, **out.metadata}, out.preview)
@@ -283,8 +291,8 @@ def compute_track(
         ephemeral = {p: graph[p].version for p in graph.ephemeral_ancestors(name)}
         if ephemeral:
             metadata["ephemeral_inputs"] = ephemeral
-        if inputs.audio_s is not None:
-            metadata["audio_s"] = round(inputs.audio_s, 3)
+        if inputs.made_from_seconds(feature) is not None:
+            metadata["audio_s"] = round(inputs.made_from_seconds(feature), 3)
         if inputs.source_uri:
             metadata["source_uri"] = inputs.source_uri
         preview = _checked_preview(output.preview, metadata)

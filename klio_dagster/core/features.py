@@ -558,6 +558,23 @@ class FeatureGraph:
                 stack.extend(p for p in self._all[parent].inputs if p in self._all and self._all[p].ephemeral)
         return tuple(n for n in self.order if n in found)
 
+    def window_s(self, name: str) -> float | None:
+        """The longest window, in seconds, of the audio ``name`` is made from, if every decoding above it has one.
+
+        ``None``: whole tracks (or no audio at all). Cost estimates scale with it.
+        """
+        seen, stack, decodes = set(), [name], []
+        while stack:
+            current = stack.pop()
+            if current in seen or (current not in self._all and current not in self._external):
+                continue
+            seen.add(current)
+            f = self[current]
+            if f.wants_audio:
+                decodes.append(f.decode.duration_s)
+            stack.extend(f.inputs)
+        return max(decodes) if decodes and None not in decodes else None
+
     def reads_audio(self, name: str) -> bool:
         """Whether ``name`` reads the track's audio, directly or through ephemeral features."""
         return self._stored_inputs[name][1]

@@ -65,13 +65,16 @@ def estimate(
     costs: Mapping[str, FeatureCost],
     workers: int,
     *,
-    audio_minutes: Callable[[list[str]], float | None],
+    audio_minutes: Callable[[list[str], float | None], float | None],
+    windows: Mapping[str, float | None],
     beam: bool,
 ) -> dict[str, Any]:
     """``{"cpu_s", "wall_s", "workers", "per_feature", "unmeasured"}`` for ``work``.
 
-    ``audio_minutes(tracks)`` gives the audio minutes of those tracks, or
-    ``None`` if unknown; features never measured are listed in
+    ``audio_minutes(tracks, window_s)`` gives the audio minutes of those
+    tracks, each counted at most ``window_s`` seconds (``None``: whole), or
+    ``None`` if unknown; ``windows`` gives each feature's window
+    (``FeatureGraph.window_s``). Features never measured are listed in
     ``unmeasured`` and count zero.
     """
     tracks_of: dict[str, list[str]] = {}
@@ -84,7 +87,7 @@ def estimate(
         if cost is None:
             unmeasured.append(feature)
             continue
-        minutes = audio_minutes(tracks) if cost.s_per_audio_min is not None else None
+        minutes = audio_minutes(tracks, windows.get(feature)) if cost.s_per_audio_min is not None else None
         if minutes is not None:
             cpu, basis = cost.s_per_audio_min * minutes, "per audio minute"
         else:
@@ -110,11 +113,13 @@ def estimate(
     }
 
 
-def header_minutes(duration_of: Callable[[str], float | None], sample: int = DURATION_SAMPLE) -> Callable[[list[str]], float | None]:
+def header_minutes(
+    duration_of: Callable[[str], float | None], sample: int = DURATION_SAMPLE
+) -> Callable[[list[str], float | None], float | None]:
     """``audio_minutes`` from per-track header durations: a spread sample of at most ``sample`` tracks, scaled up."""
     known: dict[str, float | None] = {}
 
-    def minutes(tracks: list[str]) -> float | None:
+    def minutes(tracks: list[str], window_s: float | None) -> float | None:
         step = max(1, math.ceil(len(tracks) / sample))
         picked = tracks[::step]
         for track in picked:
@@ -123,6 +128,7 @@ def header_minutes(duration_of: Callable[[str], float | None], sample: int = DUR
         durations = [known[t] for t in picked]
         if not durations or any(d is None for d in durations):
             return None
-        return sum(durations) / len(durations) * len(tracks) / 60  # type: ignore[arg-type]
+        clipped = [d if window_s is None else min(d, window_s) for d in durations]  # type: ignore[type-var]
+        return sum(clipped) / len(clipped) * len(tracks) / 60
 
     return minutes
