@@ -128,6 +128,9 @@ def test_new_feature_scaffolds_a_module_whose_test_passes_and_a_location_can_use
         assert code == 2 and "cannot name a feature" in message
     code, message = cli("new-feature", "ok_name", "--dir", str(folder / "absent"))
     assert code == 2 and "no such folder" in message
+    (folder / "test_blocked.py").symlink_to(folder / "nowhere" / "x.py")  # unwritable, though exists() is False
+    code, message = cli("new-feature", "blocked", "--dir", str(folder))
+    assert code == 2 and "nothing was written" in message and not (folder / "blocked.py").exists()
 
     (folder / "my_location.py").write_text(
         "from klio_dagster import FeatureGraph, build_feature_definitions\n"

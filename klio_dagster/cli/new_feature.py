@@ -34,9 +34,17 @@ def scaffold(name: str, folder: Path) -> list[Path]:
     if existing:
         raise InvalidRequest(f"{', '.join(existing)} already exist(s): nothing was written; pick another name")
     templates = files("klio_dagster.cli") / "templates"
-    for path, template in targets.items():
-        path.write_text(Template((templates / template).read_text()).substitute(name=name))
-    return list(targets)
+    written: list[Path] = []
+    try:
+        for path, template in targets.items():
+            with path.open("x") as out:  # "x": never over a file that appeared meanwhile
+                written.append(path)
+                out.write(Template((templates / template).read_text()).substitute(name=name))
+    except OSError as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise InvalidRequest(f"cannot write into {folder}: {exc.strerror or exc}; nothing was written") from None
+    return written
 
 
 def run(args: argparse.Namespace) -> int:
