@@ -74,6 +74,7 @@ def test_explain_follows_the_inputs_an_output_was_made_from(cli, ingested):
     assert report["executor"] == "in_process" and "librosa" in report["libraries"]
     inputs = {i["feature"]: i for i in report["inputs"]}
     assert set(inputs) == {"beat_tracking", "downsample"}
+    assert report["input_data_versions"] == {n: i["data_version"] for n, i in inputs.items()}  # in the metadata too
     downsample = inputs["downsample"]
     assert downsample["decode"] == {"sample_rate": 22_050}
     assert [i["feature"] for i in downsample["inputs"]] == ["audio"]

@@ -40,6 +40,7 @@ RECORDED_LIBRARIES = ("klio-dagster", "numpy", "librosa", "soundfile", "soxr")
 STANDARD_METADATA = frozenset({
     "uri", "code_version", "version", "params", "decode", "libraries", "host", "executor", "pipeline_job",
     "compute_s", "audio_s", "bytes", "source_uri", "sample_rate_hz", "duration_s", "ephemeral_inputs",
+    "input_data_versions",
 })
 #: Largest preview image kept: it is stored, twice, in the event log with every materialisation.
 MAX_PREVIEW_BYTES = 200_000

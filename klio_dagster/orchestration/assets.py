@@ -94,6 +94,8 @@ def _plain(value: Any) -> Any:
 def _materialization(result: PairResult, feature: Feature, input_tags: dict[str, str]) -> AssetMaterialization:
     metadata: dict[str, Any] = {k: _plain(v) for k, v in result.metadata.items()}
     metadata["uri"] = MetadataValue.path(result.uri or "")
+    if result.input_versions:  # also in Dagster's input tags; here for people reading the metadata
+        metadata["input_data_versions"] = dict(result.input_versions)
     if "source_uri" in metadata:
         metadata["source_uri"] = MetadataValue.path(metadata["source_uri"])
     preview = preview_markdown(result.feature, result.track_id, result.preview_b64) if result.preview_b64 else None

@@ -29,6 +29,7 @@ from klio_dagster.planning.planner import stale_cause, state_of
 _FIELDS = (
     "code_version", "version", "params", "decode", "libraries", "executor", "pipeline_job", "host",
     "compute_s", "audio_s", "sample_rate_hz", "duration_s", "bytes", "uri", "source_uri", "ephemeral_inputs",
+    "input_data_versions",
 )
 _DATA_VERSION_PREFIX = get_input_data_version_tag(AssetKey("x"))[:-1]
 
