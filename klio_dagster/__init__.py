@@ -48,7 +48,7 @@ _EXPORTS = {
     "AUDIO": "core.features",
     "Audio": "core.audio",
     "Feature": "core.features",
-    "FeatureGraph": "core.features",
+    "FeatureGraph": "core.graph",
     "FeatureOutput": "core.features",
     "feature": "core.features",
     "multi_feature": "core.features",
@@ -106,7 +106,6 @@ if TYPE_CHECKING:
         AUDIO,
         Decode,
         Feature,
-        FeatureGraph,
         FeatureOut,
         FeatureOutput,
         MultiFeature,
@@ -114,6 +113,7 @@ if TYPE_CHECKING:
         multi_feature,
     )
     from klio_dagster.core.formats import BUILTIN_FORMATS, OutputFormat, as_frame
+    from klio_dagster.core.graph import FeatureGraph
     from klio_dagster.core.plots import (
         chroma_figure,
         figure_image,

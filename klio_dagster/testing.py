@@ -19,7 +19,7 @@ import numpy as np
 
 from klio_dagster.core.audio import encode_float_wav
 from klio_dagster.core.execution import TrackTask, compute_track
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import KlioError
 from klio_dagster.storage.registry import record_sources
 from klio_dagster.storage.stores import LocalFeatureStore

@@ -23,7 +23,7 @@ from types import ModuleType
 import yaml
 from dagster import DagsterInstance, Definitions, JobDefinition
 
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import LocationError
 from klio_dagster.orchestration.compat import RemoteJobOrigin, remote_job_origin
 from klio_dagster.orchestration.factory import FeatureLocation, find_feature_location

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from klio_dagster.core.audio import Audio, decode_file
-from klio_dagster.core.features import Decode, Feature, FeatureGraph, FeatureOutput, library_versions
+from klio_dagster.core.features import Decode, Feature, FeatureOutput, library_versions
 from klio_dagster.core.formats import as_frame
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.core.plots import image_mime
 from klio_dagster.core.versions import content_digest, digest_of, make_data_version
 from klio_dagster.errors import AudioDecodeError, InputMismatchError, MissingInputError

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from google.protobuf.message import DecodeError
 
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.core.tracks import track_id_from_path, validate_track_id
 from klio_dagster.errors import InvalidMessage, KlioError
 from klio_dagster.events.messages import MAX_MESSAGE_BYTES, TrackEvent, load_json, parse_json_event

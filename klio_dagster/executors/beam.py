@@ -29,7 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from threadpoolctl import threadpool_limits
 
 from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, compute_track
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import ConfigurationError, WorkerLost
 from klio_dagster.executors.processes import ProcessIdentity, child_processes, exit_with, kill_processes
 from klio_dagster.storage.stores import RUNS_FOLDER, FeatureStore

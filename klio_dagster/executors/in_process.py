@@ -9,7 +9,7 @@ from typing import Protocol
 from threadpoolctl import threadpool_limits
 
 from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, compute_track
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.storage.stores import FeatureStore
 
 

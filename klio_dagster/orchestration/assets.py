@@ -37,7 +37,8 @@ from dagster import (
 from pydantic import Field
 
 from klio_dagster.core.execution import PairResult, TrackTask
-from klio_dagster.core.features import AUDIO, Feature, FeatureGraph
+from klio_dagster.core.features import AUDIO, Feature
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.core.tracks import validate_track_ids
 from klio_dagster.errors import WorkerLost
 from klio_dagster.events.outputs import FeatureDone, OutputEventsResource

@@ -31,7 +31,7 @@ from dagster import (
 )
 
 from klio_dagster.core.execution import PairResult
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 
 SCHEMA_CHECK = "schema"
 #: Failed tracks listed in a check result's metadata.

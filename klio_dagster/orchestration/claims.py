@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from dagster import DagsterInstance, DagsterRun, PartitionKeyRange, RunsFilter
 
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.orchestration.compat import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,

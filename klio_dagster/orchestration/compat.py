@@ -58,7 +58,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 if TYPE_CHECKING:
     from dagster import AssetExecutionContext, AssetsDefinition
 
-    from klio_dagster.core.features import FeatureGraph
+    from klio_dagster.core.graph import FeatureGraph
 
 # The feature graph a multi-asset computes, kept on the asset's own function so that any
 # `Definitions` can be introspected for its feature graphs (the CLI's view of a location).

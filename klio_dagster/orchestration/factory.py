@@ -18,7 +18,7 @@ from typing import Any
 
 from dagster import AssetsDefinition, AssetSpec, Definitions, JobDefinition, SensorDefinition, in_process_executor
 
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import LocationError
 from klio_dagster.events.local_sensor import LocalQueueResource
 from klio_dagster.events.outputs import OutputEventsResource

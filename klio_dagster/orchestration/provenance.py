@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 
 from dagster import AssetExecutionContext, AssetKey, DagsterEventType
 
-from klio_dagster.core.features import AUDIO, Feature, FeatureGraph
+from klio_dagster.core.features import AUDIO, Feature
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.orchestration.compat import (
     DATA_VERSION_TAG,
     DEFAULT_DATA_VERSION,

@@ -14,7 +14,8 @@ from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, EventLogRecord
 
-from klio_dagster.core.features import AUDIO, FeatureGraph
+from klio_dagster.core.features import AUDIO
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import InvalidRequest
 from klio_dagster.orchestration.compat import (
     DATA_VERSION_TAG,

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.orchestration.compat import DATA_VERSION_TAG
 from klio_dagster.planning.planner import FeatureLineage, Plan, plan
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from klio_dagster.core.features import FeatureGraph
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.core.versions import code_version_of, input_mark, input_marks_of
 
 Pair = tuple[str, str]
@@ -55,7 +55,7 @@ def state_of(graph: FeatureGraph, lineage: dict[str, FeatureLineage], feature: s
 
     Stale means made by another version (a code version, parameter, decode
     setting or library version of the feature or of any of its ancestors
-    changed: :class:`~klio_dagster.core.features.FeatureGraph` folds them into
+    changed: :class:`~klio_dagster.core.graph.FeatureGraph` folds them into
     one version), or from inputs other than their current outputs (Dagster's
     rule, so the UI's "Unsynced" agrees): an input recomputed into different
     bytes makes its children stale, one recomputed into the same bytes does

@@ -8,7 +8,8 @@ from typing import Any
 
 from dagster import AssetKey, AssetMaterialization, AssetRecordsFilter, DagsterInstance
 
-from klio_dagster.core.features import AUDIO, Feature, FeatureGraph, library_versions
+from klio_dagster.core.features import AUDIO, Feature, library_versions
+from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.core.versions import code_version_of, content_digest, digest_of
 from klio_dagster.orchestration.compat import CODE_VERSION_TAG, get_input_data_version_tag
 from klio_dagster.orchestration.tags import FAILED, PING_TAG, STATUS_TAG
