@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(KLIO_DATA)/dagster_home
 export KLIO_STORE ?= $(KLIO_DATA)/store
 export KLIO_QUEUE ?= $(KLIO_DATA)/queue
 
-.PHONY: setup browser demo dev test test-unit test-sensor test-integration test-e2e bench lock proto clean
+.PHONY: setup browser postgres demo dev test test-unit test-sensor test-integration test-e2e bench lock proto clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,7 @@ dev: setup  ## the Dagster UI and daemon on the same instance (http://127.0.0.1:
 
 test: setup  ## the whole test suite, every layer (pytest's exit 5, "no tests collected", is reported and fails)
 	@case "$(PYTEST_ARGS)" in *"-m unit"*|*"-m sensor"*|*"-m integration"*) ;; *) $(MAKE) --no-print-directory browser ;; esac
+	@case "$(PYTEST_ARGS)" in *"-m unit"*|*"-m sensor"*|*"-m e2e"*) ;; *) $(MAKE) --no-print-directory postgres ;; esac
 	@$(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$status
@@ -44,6 +45,14 @@ browser:  ## Chromium from the system packages, for the browser test (which skip
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	    || echo "warning: apt-get could not install chromium: the browser test will be skipped" >&2; \
 	else echo "warning: no chromium, and installing it needs root and apt-get: the browser test will be skipped" >&2; fi
+
+postgres:  ## Postgres 15 from the system packages, for the tests on Postgres storage (which skip, saying why, where none can be installed)
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Postgres from the system packages for the Postgres storage tests (once)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+	    || echo "warning: apt-get could not install postgresql: the Postgres tests will be skipped" >&2; \
+	else echo "warning: no Postgres, and installing it needs root and apt-get: the Postgres tests will be skipped" >&2; fi
 
 bench: setup  ## benchmarks B1-B3 and memory (minutes); figures go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/run_all.py

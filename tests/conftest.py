@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
-from collections.abc import Callable
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,8 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from klio_dagster.cli import main  # noqa: E402
 from klio_dagster.demo.catalogue import DemoTrack, write_catalogue  # noqa: E402
-from klio_dagster.orchestration.instance import INSTANCE_CONFIG  # noqa: E402
+from klio_dagster.orchestration.instance import instance_config  # noqa: E402
+from klio_dagster.orchestration.postgres import POSTGRES_URL_VARIABLE, LocalPostgres, postgres_binaries  # noqa: E402
 
 LAYERS = ("unit", "sensor", "integration", "e2e")
 
@@ -39,14 +43,48 @@ def catalogue(tmp_path_factory) -> list[DemoTrack]:
     return write_catalogue(tmp_path_factory.mktemp("catalogue"), n_tracks=6, duration_s=6.0, prefix="t")
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """One real Postgres server for the session (a user cluster on a free loopback port).
+
+    Its folder is outside pytest's (root-only) temporary folder: as root, the server runs as ``postgres``.
+    """
+    if postgres_binaries() is None:
+        pytest.skip("POSTGRES NOT FOUND: install the system package (`make postgres` does it as root)")
+    folder = Path(tempfile.mkdtemp(prefix="klio-postgres-"))
+    server = LocalPostgres(folder).start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_generate_tests(metafunc):
+    """A module with ``INSTANCE_STORAGES = ("sqlite", "postgres")`` runs each instance test once per storage."""
+    storages = getattr(metafunc.module, "INSTANCE_STORAGES", None)
+    if storages and "instance_storage" in metafunc.fixturenames:
+        metafunc.parametrize("instance_storage", storages, indirect=True)
+
+
 @pytest.fixture
-def klio_env(tmp_path, tmp_path_factory, monkeypatch) -> Path:
+def instance_storage(request) -> str:
+    """The Dagster instance's storage: ``"sqlite"`` unless the module asks for more (``INSTANCE_STORAGES``)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def klio_env(tmp_path, tmp_path_factory, monkeypatch, request, instance_storage) -> Path:
     """A fresh Dagster instance, feature store and queue for one test; events may name sources in any test folder."""
     monkeypatch.setenv("KLIO_ALLOWED_SOURCES", str(tmp_path_factory.getbasetemp()))
     for name, sub in (("DAGSTER_HOME", "home"), ("KLIO_STORE", "store"), ("KLIO_QUEUE", "queue"), ("KLIO_DATA", "data")):
         (tmp_path / sub).mkdir()
         monkeypatch.setenv(name, str(tmp_path / sub))
-    (tmp_path / "home" / "dagster.yaml").write_text(INSTANCE_CONFIG)
+    postgres = instance_storage == "postgres"
+    if postgres:
+        server = request.getfixturevalue("postgres_server")
+        monkeypatch.setenv(POSTGRES_URL_VARIABLE, server.create_database(f"t{uuid.uuid4().hex[:12]}"))
+    else:
+        monkeypatch.delenv(POSTGRES_URL_VARIABLE, raising=False)
+    (tmp_path / "home" / "dagster.yaml").write_text(instance_config(postgres))
     return tmp_path
 
 

@@ -13,6 +13,8 @@ from klio_dagster.planning.lineage import load_lineage
 from klio_dagster.planning.planner import plan, state_of
 
 pytestmark = pytest.mark.integration
+#: The same semantics on both instance storages: SQLite (embedded) and a real Postgres server.
+INSTANCE_STORAGES = ("sqlite", "postgres")
 
 
 def bumped(graph: FeatureGraph, name: str) -> FeatureGraph:

@@ -8,6 +8,8 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, RunsFilter
 
 pytestmark = pytest.mark.integration
+#: The same semantics on both instance storages: SQLite (embedded) and a real Postgres server.
+INSTANCE_STORAGES = ("sqlite", "postgres")
 
 
 def pairs(items) -> list[tuple[str, str]]:

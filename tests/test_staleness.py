@@ -20,6 +20,8 @@ from klio_dagster.planning.status import track_status
 from klio_dagster.storage.stores import LocalFeatureStore
 
 pytestmark = pytest.mark.integration
+#: The same semantics on both instance storages: SQLite (embedded) and a real Postgres server.
+INSTANCE_STORAGES = ("sqlite", "postgres")
 
 DAGSTER_STATE = {"FRESH": "materialized", "STALE": "stale", "MISSING": "missing"}
 

@@ -23,6 +23,8 @@ from klio_dagster.planning.lineage import plan_from_log
 from klio_dagster.storage.registry import record_sources
 
 pytestmark = pytest.mark.integration
+#: The same semantics on both instance storages: SQLite (embedded) and a real Postgres server.
+INSTANCE_STORAGES = ("sqlite", "postgres")
 
 
 def local_resources(klio_env) -> dict:

@@ -1,10 +1,17 @@
-"""The local Dagster instance: its ``dagster.yaml``, written once by a command, never by a code location."""
+"""The local Dagster instance: its ``dagster.yaml``, written once by a command, never by a code location.
+
+Storage is SQLite in the instance's folder, or Postgres when ``KLIO_POSTGRES_URL`` is set
+(:mod:`klio_dagster.orchestration.postgres`): the URL stays in the environment.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from klio_dagster.errors import ConfigurationError
 from klio_dagster.events.priority import run_queue_config
+from klio_dagster.orchestration.postgres import POSTGRES_URL_VARIABLE, STORAGE_CONFIG
 
 #: Dagster's run monitoring fails a run stuck starting (its launcher or run worker died before it
 #: started); run retries then launch it again, but never a run that failed because pairs failed.
@@ -35,9 +42,28 @@ _EARLIER_CONFIGS = (
 )
 
 
+def instance_config(postgres: bool) -> str:
+    """klio-dagster's ``dagster.yaml``: SQLite storage in the instance's folder, or Postgres at ``$KLIO_POSTGRES_URL``."""
+    return INSTANCE_CONFIG + (STORAGE_CONFIG if postgres else "")
+
+
 def write_local_instance_config(home: Path) -> None:
-    """Create ``home`` with klio-dagster's ``dagster.yaml``, unless it has one of its own."""
+    """Create ``home`` with klio-dagster's ``dagster.yaml``, unless it has one of its own.
+
+    Raises :class:`ConfigurationError` if ``KLIO_POSTGRES_URL`` asks for another storage than the
+    instance's own ``dagster.yaml`` has: switching would hide the instance's history.
+    """
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
+    postgres = bool(os.environ.get(POSTGRES_URL_VARIABLE))
+    wanted = instance_config(postgres)
     if not config.exists() or config.read_text() in _EARLIER_CONFIGS:
-        config.write_text(INSTANCE_CONFIG)
+        config.write_text(wanted)
+        return
+    current = config.read_text()
+    if current == instance_config(not postgres):
+        have, asked = ("Postgres", "SQLite (KLIO_POSTGRES_URL unset)") if not postgres else ("SQLite", "Postgres (KLIO_POSTGRES_URL set)")
+        raise ConfigurationError(
+            f"{config} keeps this instance's history in {have}, but the environment asks for {asked}: "
+            f"use another DAGSTER_HOME for {asked.split()[0]}, or {'set' if not postgres else 'unset'} KLIO_POSTGRES_URL"
+        )
