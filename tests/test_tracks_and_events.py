@@ -70,3 +70,18 @@ def test_json_event_full():
 def test_malformed_messages_are_rejected_with_a_reason(data, reason):
     with pytest.raises(InvalidMessage, match=reason):
         parse_json_event(data, FEATURES)
+
+
+def test_asking_about_a_few_tracks_never_lists_the_catalogue(monkeypatch):
+    from klio_dagster.orchestration.partitions import LOOKUP_LIMIT, unregistered
+
+    with DagsterInstance.ephemeral() as instance:
+        register_tracks(instance, [f"t{i}" for i in range(50)])
+        listings = []
+        real = instance.get_dynamic_partitions
+        monkeypatch.setattr(instance, "get_dynamic_partitions", lambda name: listings.append(name) or real(name))
+        assert unregistered(instance, ["t3", "nope", "t49"]) == ["nope"]
+        assert register_tracks(instance, ["t1", "t50"]) == ["t50"]
+        assert listings == []  # one indexed lookup per track, whatever the catalogue's size
+        many = [f"x{i}" for i in range(LOOKUP_LIMIT + 1)]
+        assert unregistered(instance, many) == many and listings == ["tracks"]  # beyond the limit: one listing

@@ -11,7 +11,7 @@ from klio_dagster.cli.location import Location, load_location
 from klio_dagster.cli.output import EXIT_OK, emit
 from klio_dagster.core.tracks import validate_track_id, validate_track_ids
 from klio_dagster.errors import InvalidRequest, InvalidTrackId
-from klio_dagster.orchestration.partitions import registered_tracks
+from klio_dagster.orchestration.partitions import registered_tracks, unregistered
 from klio_dagster.planning.estimate import estimate, header_minutes, past_costs
 from klio_dagster.planning.lineage import plan_from_log
 from klio_dagster.planning.planner import Plan
@@ -21,11 +21,10 @@ from klio_dagster.storage.registry import local_source_duration_s
 def resolve_request(args: argparse.Namespace, loc: Location) -> tuple[list[str], list[str]]:
     """The asked features (known to the location) and tracks (registered), or :class:`InvalidRequest`."""
     features = loc.graph.check_names(args.features)
-    known = registered_tracks(loc.instance)
     if args.all_tracks:
-        return features, known
+        return features, registered_tracks(loc.instance)
     tracks = read_tracks_file(args.tracks_file) if args.tracks_file else validate_track_ids(args.tracks)
-    unknown = sorted(set(tracks) - set(known))
+    unknown = sorted(unregistered(loc.instance, tracks))
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise InvalidRequest(f"track(s) not registered: {shown}; run `klio-dagster ingest` first")
