@@ -20,7 +20,12 @@ from dagster import DagsterInstance
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import open_store
-from klio_dagster.orchestration.partitions import PARTITION_ADD_CHUNK, TRACKS_PARTITIONS_NAME, registered_tracks, unregistered
+from klio_dagster.orchestration.partitions import (
+    PARTITION_ADD_CHUNK,
+    TRACKS_PARTITIONS_NAME,
+    registered_tracks,
+    unregistered,
+)
 from klio_dagster.planning.status import track_status
 from klio_dagster.storage.registry import record_sources
 
