@@ -58,7 +58,7 @@ def peak_report(context, klio_store: FeatureStoreResource) -> None:
 
 def test_decorator_infers_inputs_and_reserved_parameters():
     assert peak.inputs == () and peak.wants_audio and peak.wants_track_id and peak.sample_rate == 8000
-    assert peak_table.inputs == ("peak",) and peak_table.upstream() == ("peak",)
+    assert peak_table.inputs == ("peak",) and FeatureGraph([peak, peak_table]).upstream("peak_table") == ("peak",)
     assert peak.deps == ("loudness_reference",)
     assert peak.description == "Peak absolute amplitude of the track at 8 kHz."
 

@@ -154,10 +154,6 @@ class Feature:
         """The name of the function call that makes this output (shared by a multi-output feature's outputs)."""
         return self.computation or self.name
 
-    def upstream(self) -> tuple[str, ...]:
-        """Names this feature reads directly, the source ``audio`` included."""
-        return ((AUDIO,) if self.wants_audio else ()) + self.inputs
-
     def object_name(self, track_id: str) -> str:
         """Where the output for ``track_id`` is stored, relative to the store's root (see ``path``)."""
         shard = hashlib.sha1(track_id.encode()).hexdigest()[:2]
