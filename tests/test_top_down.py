@@ -100,3 +100,46 @@ def test_children_run_again_when_a_recomputed_parent_changed(klio_env, catalogue
     run_all(definitions.defs, "klio_features_job", changed.run_requests)
     (request,) = tick(harmony.defs, "harmony_features_top_down", first.cursor).run_requests
     assert request.run_config["ops"]["harmony_features"]["config"]["tracks"] == [track.track_id]
+
+
+def test_children_wait_for_the_parents_run_to_finish_so_its_tracks_make_one_batch(klio_env):
+    import time
+
+    from dagster import AssetMaterialization, DagsterRunStatus
+    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+    from dagster._core.test_utils import create_run_for_test
+
+    from klio_dagster.events.top_down import MAX_WAIT_FOR_PARENT_RUN_S
+    from klio_dagster.orchestration.partitions import register_tracks
+
+    instance = DagsterInstance.get()
+    register_tracks(instance, ["a", "b", "c"])
+
+    def top_down_run() -> str:
+        return create_run_for_test(
+            instance, job_name="klio_features_job", status=DagsterRunStatus.STARTED, tags={"klio/mode": "top-down"}
+        ).run_id
+
+    def recorded(run_id: str, track: str, timestamp: float | None = None) -> None:
+        event = DagsterEvent(
+            DagsterEventType.ASSET_MATERIALIZATION.value, "klio_features_job",
+            event_specific_data=StepMaterializationData(AssetMaterialization("downsample", partition=track)),
+        )
+        instance.report_dagster_event(event, run_id, timestamp=timestamp)
+
+    def tracks_of(result) -> list[str]:
+        (request,) = result.run_requests
+        return sorted(request.run_config["ops"]["harmony_features"]["config"]["tracks"])
+
+    parent = top_down_run()
+    recorded(parent, "a")
+    waiting = tick(harmony.defs, "harmony_features_top_down")
+    assert not waiting.run_requests  # the parent's run is still going: its first track waits for the rest
+    recorded(parent, "b")
+    instance.report_run_failed(instance.get_run_by_id(parent))  # finished (whichever way)
+    batched = tick(harmony.defs, "harmony_features_top_down", waiting.cursor)
+    assert tracks_of(batched) == ["a", "b"]  # one batch
+
+    long_run = top_down_run()
+    recorded(long_run, "c", timestamp=time.time() - MAX_WAIT_FOR_PARENT_RUN_S - 1)
+    assert tracks_of(tick(harmony.defs, "harmony_features_top_down", batched.cursor)) == ["c"]  # no waiting for ever

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -41,21 +42,37 @@ if TYPE_CHECKING:
     from klio_dagster.orchestration.factory import FeatureLocation
 
 
-def _top_down_tracks(context: SensorEvaluationContext, parent: str, after: int | None, limit: int) -> tuple[list[str], int | None]:
-    """Tracks of ``parent`` materialised by top-down runs after storage ID ``after``; the new cursor."""
+#: How long the children wait for a parent's run still in progress before taking what it has recorded.
+MAX_WAIT_FOR_PARENT_RUN_S = 60.0
+
+
+def _top_down_tracks(
+    context: SensorEvaluationContext, parent: str, after: int | None, limit: int, now: float
+) -> tuple[list[str], int | None]:
+    """Tracks of ``parent`` materialised by top-down runs after storage ID ``after``; the new cursor.
+
+    Materialisations of a run still in progress are left for a later tick (the cursor stops
+    before the first of them), so that a run's tracks wake their children in one batch, unless
+    they are older than :data:`MAX_WAIT_FOR_PARENT_RUN_S`: a long backfill's children start anyway.
+    """
     records = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey(parent), after_storage_id=after), limit=limit, ascending=True
     ).records
     if not records:
         return [], after
-    run_ids = {r.run_id for r in records}
-    top_down = {
-        run.run_id
-        for run in context.instance.get_runs(RunsFilter(run_ids=list(run_ids)))
-        if run.tags.get(MODE_TAG) == TOP_DOWN
-    }
-    tracks = [r.partition_key for r in records if r.run_id in top_down and r.partition_key]
-    return list(dict.fromkeys(tracks)), records[-1].storage_id
+    runs = {run.run_id: run for run in context.instance.get_runs(RunsFilter(run_ids=list({r.run_id for r in records})))}
+    taken = []
+    for record in records:
+        run = runs.get(record.run_id)
+        if run is not None and not run.is_finished and now - record.timestamp < MAX_WAIT_FOR_PARENT_RUN_S:
+            break
+        taken.append(record)
+    if not taken:
+        return [], after
+    tracks = [
+        r.partition_key for r in taken if r.partition_key and r.run_id in runs and runs[r.run_id].tags.get(MODE_TAG) == TOP_DOWN
+    ]
+    return list(dict.fromkeys(tracks)), taken[-1].storage_id
 
 
 def build_top_down_sensor(
@@ -92,8 +109,9 @@ def build_top_down_sensor(
     def _sensor(context: SensorEvaluationContext):
         cursor: dict[str, int | None] = json.loads(context.cursor) if context.cursor else {}
         tracks: list[str] = []
+        now = time.time()
         for parent in watched:
-            found, cursor[parent] = _top_down_tracks(context, parent, cursor.get(parent), max_events_per_tick)
+            found, cursor[parent] = _top_down_tracks(context, parent, cursor.get(parent), max_events_per_tick, now)
             tracks.extend(found)
         tracks = list(dict.fromkeys(tracks))
         new_cursor = json.dumps(cursor, sort_keys=True)
