@@ -22,9 +22,10 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import open_store
 from klio_dagster.core.versions import make_data_version
-from klio_dagster.orchestration.partitions import ingest, registered_tracks
+from klio_dagster.orchestration.partitions import registered_tracks
 from klio_dagster.planning.lineage import load_lineage
 from klio_dagster.planning.planner import plan
+from klio_dagster.tiers import NativeTier
 
 NAIVE_SAMPLE = 500
 
@@ -40,7 +41,7 @@ def main() -> None:
         sources = {f"track-{i:06d}": f"/catalogue/{i:06d}.flac" for i in range(args.tracks)}
 
         start = time.perf_counter()
-        ingest(instance, store, sources)
+        NativeTier().open(instance, store).ingest(sources)
         register_s = time.perf_counter() - start
         tracks = registered_tracks(instance)
         assert len(tracks) == args.tracks

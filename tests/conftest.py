@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -59,10 +60,14 @@ def postgres_server() -> Iterator[LocalPostgres]:
 
 
 def pytest_generate_tests(metafunc):
-    """A module with ``INSTANCE_STORAGES = ("sqlite", "postgres")`` runs each instance test once per storage."""
+    """A module with ``INSTANCE_STORAGES = ("sqlite", "postgres")`` runs each instance test once per storage,
+    and one with ``TIERS = ("native", "ledger")`` once per tier."""
     storages = getattr(metafunc.module, "INSTANCE_STORAGES", None)
     if storages and "instance_storage" in metafunc.fixturenames:
         metafunc.parametrize("instance_storage", storages, indirect=True)
+    tiers = getattr(metafunc.module, "TIERS", None)
+    if tiers and "tier" in metafunc.fixturenames:
+        metafunc.parametrize("tier", tiers, indirect=True)
 
 
 @pytest.fixture
@@ -71,9 +76,28 @@ def instance_storage(request) -> str:
     return getattr(request, "param", "sqlite")
 
 
+#: Ledger-tier tests use few shards, so that several tracks share one.
+TEST_SHARDS = 4
+
+
 @pytest.fixture
-def klio_env(tmp_path, tmp_path_factory, monkeypatch, request, instance_storage) -> Path:
-    """A fresh Dagster instance, feature store and queue for one test; events may name sources in any test folder."""
+def tier(request) -> str:
+    """The tier (``KLIO_TIER``): ``"native"`` unless the module asks for more (``TIERS``)."""
+    return getattr(request, "param", "native")
+
+
+@pytest.fixture
+def klio_env(tmp_path, tmp_path_factory, monkeypatch, request, instance_storage, tier) -> Path:
+    """A fresh Dagster instance, feature store and queue for one test; events may name sources in any test folder.
+
+    The ledger tier keeps its ledger in the instance's database (Postgres) or beside it (SQLite).
+    Code locations are imported again for each test, since the tier is read when they are defined.
+    """
+    monkeypatch.setenv("KLIO_TIER", tier)
+    monkeypatch.setenv("KLIO_LEDGER_SHARDS", str(TEST_SHARDS))
+    monkeypatch.delenv("KLIO_LEDGER_URL", raising=False)
+    for module in [m for m in sys.modules if m == "definitions" or m.startswith(("definitions.", "examples.harmony"))]:
+        monkeypatch.delitem(sys.modules, module)
     monkeypatch.setenv("KLIO_ALLOWED_SOURCES", str(tmp_path_factory.getbasetemp()))
     for name, sub in (("DAGSTER_HOME", "home"), ("KLIO_STORE", "store"), ("KLIO_QUEUE", "queue"), ("KLIO_DATA", "data")):
         (tmp_path / sub).mkdir()

@@ -9,10 +9,18 @@ from dagster import DagsterInstance, Definitions
 from klio_dagster import find_feature_location
 from klio_dagster.orchestration.runs import RunOutcome, execute_run, run_request_for
 from klio_dagster.planning.planner import Plan
+from klio_dagster.tiers import Catalogue
 
 
 def run_plan(defs: Definitions, plan: Plan, force: Sequence[str] = (), tags: dict[str, str] | None = None) -> RunOutcome:
     """Execute ``plan`` as one run of the location's feature job; wait for it."""
     location, job, _ = find_feature_location(defs)
     request = run_request_for(location, plan, list(force), run_key=None, tags=tags or {})
-    return execute_run(job, DagsterInstance.get(), request)
+    return execute_run(job, catalogue_of(defs), request)
+
+
+def catalogue_of(defs: Definitions) -> Catalogue:
+    """The location's tier bound to the current instance and the location's store."""
+    location, _, _ = find_feature_location(defs)
+    with defs.resources["klio_store"].process_config_and_initialize_cm() as store:
+        return location.tier.open(DagsterInstance.get(), store.get_store())

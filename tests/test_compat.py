@@ -24,14 +24,16 @@ def test_tag_names_are_dagsters():
 
 def test_a_feature_graph_rides_on_the_assets_function():
     from examples.reference_graph import reference_graph
+    from klio_dagster.tiers import LedgerTier
 
     @asset
     def plain() -> None: ...
 
     assert isinstance(plain, AssetsDefinition)
     assert compat.feature_graph_of(plain) is None
-    assert compat.attach_feature_graph(plain, reference_graph) is plain
-    assert compat.feature_graph_of(plain) is reference_graph
+    tier = LedgerTier(shards=8)
+    assert compat.attach_feature_graph(plain, reference_graph, tier) is plain
+    assert compat.feature_graph_of(plain) is reference_graph and compat.tier_of(plain) is tier
 
 
 def test_a_run_executes_in_process_and_streams_to_the_instance(tmp_path, monkeypatch):

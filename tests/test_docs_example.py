@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance
+from runs import catalogue_of
 
 from klio_dagster import find_feature_location
 from klio_dagster.cli.location import load_definitions
@@ -87,7 +88,7 @@ def test_the_examples_local_queue_sensor_launches_its_own_job(example, klio_env,
     result = evaluate_tick(defs, "my_features_local_ingestion", instance)
     (request,) = result.run_requests
     assert list(request.run_config["ops"]) == ["my_features"]
-    outcome = execute_run(job, instance, request)
+    outcome = execute_run(job, catalogue_of(defs), request)
     assert len(outcome.computed) == 4 and outcome.failed == []
 
 

@@ -21,10 +21,10 @@ from klio_dagster import (
     tracks_partitions,
 )
 from klio_dagster.core.formats import BUILTIN_FORMATS
-from klio_dagster.orchestration.partitions import ingest
 from klio_dagster.orchestration.resources import TrackSourcesResource
 from klio_dagster.planning.lineage import load_lineage
 from klio_dagster.planning.planner import plan
+from klio_dagster.tiers import NativeTier
 
 pytestmark = pytest.mark.unit
 
@@ -118,7 +118,7 @@ def test_features_and_plain_assets_in_one_location(klio_env, catalogue):
     features = defs.get_assets_def("peak")
     instance = DagsterInstance.get()
     store = resources["klio_store"].get_store()
-    ids = ingest(instance, store, {t.track_id: str(t.path) for t in catalogue[:3]})
+    ids = NativeTier().open(instance, store).ingest({t.track_id: str(t.path) for t in catalogue[:3]})
 
     # The asset graph: plain -> feature -> feature -> plain.
     graph_view = defs.resolve_asset_graph()

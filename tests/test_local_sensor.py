@@ -6,6 +6,7 @@ import json
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
+from runs import catalogue_of
 
 import definitions
 from examples.reference_graph import reference_graph
@@ -54,13 +55,12 @@ def test_messages_become_partitions_and_one_batched_run(klio_env, catalogue):
 
 def test_duplicate_events_after_materialisation_make_no_run(klio_env, catalogue):
     queue = LocalQueue(klio_env / "queue")
-    instance = DagsterInstance.get()
     event = TrackEvent(catalogue[0].track_id, uri=str(catalogue[0].path), features=("speechiness",))
     queue.publish_events([event])
     first = tick()
     job = definitions.defs.resolve_job_def("klio_features_job")
     (run,) = first.run_requests
-    outcome = execute_run(job, instance, run)
+    outcome = execute_run(job, catalogue_of(definitions.defs), run)
     assert sorted(outcome.computed) == [("downsample", event.track_id), ("speechiness", event.track_id)]
 
     queue.publish_events([event, event])  # redelivered / duplicated

@@ -6,14 +6,14 @@ import json
 
 import pytest
 from dagster import AssetKey, DagsterInstance
-from runs import run_plan
+from runs import catalogue_of, run_plan
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource, build_feature_definitions
 from klio_dagster.events.klio_messages import KlioMessage, parse_message
 from klio_dagster.events.local_queue import LocalQueue
 from klio_dagster.orchestration.resources import TrackSourcesResource
-from klio_dagster.planning.lineage import plan_from_log
+from klio_dagster.planning.lineage import plan_against
 from resources import profile_resources
 
 pytestmark = pytest.mark.integration
@@ -29,8 +29,7 @@ def materialize_with_outputs(klio_env, tracks: list[str], output: OutputEventsRe
             "klio_sources": TrackSourcesResource(),
         },
     )
-    instance = DagsterInstance.get()
-    work = plan_from_log(instance, graph, list(features), tracks)
+    work = plan_against(catalogue_of(defs), graph, list(features), tracks)
     return run_plan(defs, work)
 
 

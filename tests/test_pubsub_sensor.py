@@ -8,6 +8,7 @@ import time
 import pytest
 from dagster import DagsterInstance
 from pubsub_emulator import PROJECT, create_topic_and_subscription, emulator_command
+from runs import catalogue_of
 from servers import free_port, local_server
 
 from examples.reference_graph import reference_graph as graph
@@ -178,9 +179,8 @@ def test_output_topic_announces_each_recorded_feature(klio_env, catalogue, topic
     publisher.publish(topic, json.dumps({"track_id": t.track_id, "uri": str(t.path), "features": ["energy"]}).encode()).result()
     defs = definitions(klio_env, sub, dead, output_topic=out_topic)
     result = tick(defs)
-    instance = DagsterInstance.get()
     (request,) = result.run_requests
-    outcome = execute_run(defs.resolve_job_def("klio_features_job"), instance, request)
+    outcome = execute_run(defs.resolve_job_def("klio_features_job"), catalogue_of(defs), request)
 
     received = subscriber.pull(subscription=out_sub, max_messages=10, timeout=10).received_messages
     announced = sorted((m.message.attributes["feature"], m.message.attributes["track_id"]) for m in received)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance
+from runs import catalogue_of
 
 import definitions
 from examples import harmony
@@ -24,7 +25,7 @@ def tick(defs, sensor_name, cursor=None):
 
 def run_all(defs, job_name, requests):
     job = defs.resolve_job_def(job_name)
-    return [execute_run(job, DagsterInstance.get(), r) for r in requests]
+    return [execute_run(job, catalogue_of(defs), r) for r in requests]
 
 
 def progression(*chords: tuple[int, ...], sr: int = 22_050) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance, materialize
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value  # what the UI reads
 from probe_features import schema_graph
-from runs import run_plan
+from runs import catalogue_of, run_plan
 
 from examples.reference_graph import reference_graph
 from klio_dagster import (
@@ -19,7 +19,7 @@ from klio_dagster import (
 from klio_dagster.orchestration.assets import build_feature_assets
 from klio_dagster.orchestration.compat import get_input_data_version_tag, get_input_event_pointer_tag
 from klio_dagster.orchestration.partitions import tracks_partitions
-from klio_dagster.planning.lineage import plan_from_log
+from klio_dagster.planning.lineage import plan_against
 from klio_dagster.storage.registry import record_sources
 
 pytestmark = pytest.mark.integration
@@ -136,7 +136,7 @@ def test_schemas_are_asset_checks_that_name_the_tracks_that_failed(klio_env, cat
     sources = {"fine": str(catalogue[0].path), "neg-one": str(catalogue[1].path)}
     record_sources(resources["klio_store"].get_store(), sources)
     instance.add_dynamic_partitions("tracks", list(sources))
-    outcome = run_plan(defs, plan_from_log(instance, schema_graph, ["seconds"], list(sources)))
+    outcome = run_plan(defs, plan_against(catalogue_of(defs), schema_graph, ["seconds"], list(sources)))
     assert [f["track"] for f in outcome.failed] == ["neg-one"] and "SchemaError" in outcome.failed[0]["error"]
     key = AssetCheckKey(AssetKey("seconds"), "schema")
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]

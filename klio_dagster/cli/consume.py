@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             payload["registered"] += ingested.new_tracks
             payload["dead_lettered"] += [{"message": _message_id(m), "reason": reason} for m, reason in ingested.dead]
             for request in result.run_requests:
-                outcome = execute_run(loc.job, loc.instance, request, origin=loc.origin)
+                outcome = execute_run(loc.job, loc.catalogue, request, origin=loc.origin)
                 payload["run_ids"].append(outcome.run_id)
                 payload["computed"] += [list(p) for p in outcome.computed]
                 payload["failed"] += outcome.failed

@@ -9,12 +9,12 @@ import sys
 from klio_dagster.cli.location import load_location
 from klio_dagster.cli.output import EXIT_OK
 from klio_dagster.core.tracks import validate_track_id
-from klio_dagster.planning.explain import describe, explain
+from klio_dagster.planning.explain import describe
 
 
 def run(args: argparse.Namespace) -> int:
     loc = load_location()
-    report = explain(loc.instance, loc.graph, args.feature, validate_track_id(args.track_id))
+    report = loc.catalogue.explain(loc.graph, args.feature, validate_track_id(args.track_id))
     if args.json:
         json.dump(report, sys.stdout, default=str)
         sys.stdout.write("\n")

@@ -10,7 +10,6 @@ from klio_dagster.cli.location import load_location
 from klio_dagster.cli.output import EXIT_OK, emit, progress
 from klio_dagster.core.tracks import track_id_from_path, validate_track_ids
 from klio_dagster.errors import InvalidRequest
-from klio_dagster.orchestration.partitions import ingest
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
 
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequest("two files would get the same track ID: ingest them separately with --id")
     loc = load_location()
     with progress("ingest", len(ids)) as bar:
-        registered = ingest(loc.instance, loc.store, dict(zip(ids, sources)), bar.update)
+        registered = loc.catalogue.ingest(dict(zip(ids, sources)), bar.update)
     emit(args, {"registered": registered}, [[t, s] for t, s in zip(ids, sources)], ["track", "source"])
     return EXIT_OK
 

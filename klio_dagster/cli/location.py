@@ -17,6 +17,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 
@@ -31,6 +32,7 @@ from klio_dagster.orchestration.instance import write_local_instance_config
 from klio_dagster.orchestration.resources import FeatureExecutorResource
 from klio_dagster.orchestration.run_health import clean_up_after_dead_runs
 from klio_dagster.storage.stores import FeatureStore
+from klio_dagster.tiers import Catalogue
 
 DEFAULT_LOCATION = "definitions"
 #: Where unset locations point, relative to the working directory (the project's `data/`).
@@ -55,6 +57,11 @@ class Location:
     @property
     def graph(self) -> FeatureGraph:
         return self.features.graph
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        """The location's tier bound to the instance and the store."""
+        return self.features.tier.open(self.instance, self.store)
 
     @property
     def executor_resource(self) -> FeatureExecutorResource:

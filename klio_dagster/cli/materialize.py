@@ -9,7 +9,7 @@ from typing import Any
 from klio_dagster.cli.location import load_location
 from klio_dagster.cli.output import EXIT_FAILED, EXIT_OK, emit, progress
 from klio_dagster.cli.plan import add_request_arguments, plan_request
-from klio_dagster.orchestration.runs import execute_plan, record_ping
+from klio_dagster.orchestration.runs import execute_plan
 from klio_dagster.orchestration.tags import BOTTOM_UP, MODE_TAG, SOURCE_TAG
 
 
@@ -26,13 +26,13 @@ def run(args: argparse.Namespace) -> int:
     }
     step_errors: list[str] = []
     if args.ping:
-        payload["pinged"] = [list(p) for p in record_ping(loc.instance, work)]
+        payload["pinged"] = [list(p) for p in loc.catalogue.record_pings(work)]
     elif work.to_compute:
         with progress("materialize", len(work.to_compute)) as bar:
             outcome = execute_plan(
                 loc.features,
                 loc.job,
-                loc.instance,
+                loc.catalogue,
                 work,
                 features if args.force else [],
                 tags={SOURCE_TAG: "cli", MODE_TAG: BOTTOM_UP},

@@ -11,20 +11,22 @@ from klio_dagster.cli.location import Location, load_location
 from klio_dagster.cli.output import EXIT_OK, emit
 from klio_dagster.core.tracks import validate_track_id, validate_track_ids
 from klio_dagster.errors import InvalidRequest, InvalidTrackId
-from klio_dagster.orchestration.partitions import registered_tracks, unregistered
 from klio_dagster.planning.estimate import estimate, header_minutes, past_costs
-from klio_dagster.planning.lineage import plan_from_log
+from klio_dagster.planning.lineage import plan_against
 from klio_dagster.planning.planner import Plan
 from klio_dagster.storage.registry import local_source_duration_s
+
+#: Tracks read per page when a command names all of them.
+ALL_TRACKS_PAGE = 10_000
 
 
 def resolve_request(args: argparse.Namespace, loc: Location) -> tuple[list[str], list[str]]:
     """The asked features (known to the location) and tracks (registered), or :class:`InvalidRequest`."""
     features = loc.graph.check_names(args.features)
     if args.all_tracks:
-        return features, registered_tracks(loc.instance)
+        return features, [t for page in loc.catalogue.track_pages(ALL_TRACKS_PAGE) for t in page]
     tracks = read_tracks_file(args.tracks_file) if args.tracks_file else validate_track_ids(args.tracks)
-    unknown = sorted(unregistered(loc.instance, tracks))
+    unknown = sorted(loc.catalogue.unregistered(tracks))
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise InvalidRequest(f"track(s) not registered: {shown}; run `klio-dagster ingest` first")
@@ -56,7 +58,7 @@ def plan_request(args: argparse.Namespace, loc: Location) -> tuple[list[str], Pl
     only = [state for state, asked in (("stale", args.stale), ("missing", args.missing)) if asked] or None
     if only and args.force:
         raise InvalidRequest("--force recomputes current pairs; --stale and --missing select pairs that are not: pick one")
-    work = plan_from_log(loc.instance, loc.graph, features, tracks, force=features if args.force else [], only=only)
+    work = plan_against(loc.catalogue, loc.graph, features, tracks, force=features if args.force else [], only=only)
     return features, work
 
 
@@ -67,7 +69,7 @@ def plan_estimate(loc: Location, work: Plan) -> dict:
     beam = executor.mode == "beam" or (executor.mode == "auto" and n_tracks >= executor.beam_min_tracks)
     workers = (executor.num_workers or os.cpu_count() or 1) if beam else 1
     costs = past_costs(loc.instance, work.features)
-    minutes = header_minutes(lambda track: local_source_duration_s(loc.store, track))
+    minutes = header_minutes(lambda track: local_source_duration_s(loc.catalogue.source(track)))
     windows = {f: loc.graph.window_s(f) for f in work.features}
     return estimate(work, costs, workers, audio_minutes=minutes, windows=windows, beam=beam)
 

@@ -8,16 +8,14 @@ from klio_dagster.cli.location import load_location
 from klio_dagster.cli.output import EXIT_OK, emit
 from klio_dagster.core.tracks import validate_track_id
 from klio_dagster.errors import InvalidRequest
-from klio_dagster.orchestration.partitions import unregistered
-from klio_dagster.planning.status import track_status
 
 
 def run(args: argparse.Namespace) -> int:
     loc = load_location()
     track = validate_track_id(args.track_id)
-    if unregistered(loc.instance, [track]):
+    if loc.catalogue.unregistered([track]):
         raise InvalidRequest(f"track {track!r} is not registered; run `klio-dagster ingest` first")
-    rows = track_status(loc.instance, loc.graph, loc.store, track)
+    rows = loc.catalogue.track_status(loc.graph, track)
     table = [[r["feature"], r["state"], r.get("stored", ""), r["code_version"], r["timestamp"], r["uri"]] for r in rows]
     emit(args, rows, table, ["feature", "state", "stored", "code_version", "timestamp", "uri"])
     if not args.json:

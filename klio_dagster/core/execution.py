@@ -29,7 +29,7 @@ from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.core.plots import image_mime
 from klio_dagster.core.versions import content_digest, digest_of, make_data_version
 from klio_dagster.errors import AudioDecodeError, InputMismatchError, MissingInputError
-from klio_dagster.storage.registry import read_source_record
+from klio_dagster.storage.registry import SourceRecord, read_source_record
 from klio_dagster.storage.sources import DEFAULT_MAX_SOURCE_BYTES, SourcePolicy
 from klio_dagster.storage.stores import FeatureStore
 
@@ -86,11 +86,14 @@ class TrackTask:
     ``inputs`` are the recorded data versions of the stored features they
     read, ``(feature, data version)`` pairs from lineage: a stored input is
     read only if lineage recorded it, and only if its bytes are the recorded ones.
+    ``source`` is the track's registered source when the tier hands it over
+    (the ledger tier); ``None``: it is read from the feature store.
     """
 
     track_id: str
     features: tuple[str, ...]
     inputs: tuple[tuple[str, str], ...] = ()
+    source: SourceRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class _TrackInputs:
     def __init__(self, task: TrackTask, graph: FeatureGraph, store: FeatureStore, limits: TrackLimits):
         self.track_id, self.graph, self.store, self.limits = task.track_id, graph, store, limits
         self.recorded = dict(task.inputs)
+        self.source = task.source
         self.source_uri: str | None = None
         self._audio: dict[tuple[Any, ...], Audio] = {}
         self._calls: dict[str, FeatureOutput | Exception] = {}
@@ -133,7 +137,7 @@ class _TrackInputs:
 
     def audio(self, decode: Decode) -> Audio:
         if decode.key not in self._audio:
-            record = read_source_record(self.store, self.track_id)
+            record = self.source or read_source_record(self.store, self.track_id)
             if record is None:
                 raise AudioDecodeError(f"track {self.track_id!r} has no registered source: run `klio-dagster ingest` for it")
             self.source_uri = record.uri

@@ -25,7 +25,6 @@ from klio_dagster.events.local_queue import LocalQueue
 from klio_dagster.events.messages import TrackEvent
 from klio_dagster.orchestration.runs import IN_FLIGHT, execute_run
 from klio_dagster.orchestration.ticks import evaluate_tick
-from klio_dagster.planning.status import track_status
 
 if TYPE_CHECKING:
     from klio_dagster.cli.location import Location
@@ -92,7 +91,7 @@ def run_demo(loc: Location, *, n_tracks: int = 12, duration_s: float = 180.0) ->
 
     result = evaluate_tick(loc.defs, sensor_name, loc.instance)  # registers the tracks, asks for batched runs
     for request in result.run_requests:
-        execute_run(loc.job, loc.instance, request, origin=loc.origin)
+        execute_run(loc.job, loc.catalogue, request, origin=loc.origin)
     evaluate_tick(loc.defs, sensor_name, loc.instance, cursor=result.cursor)  # acknowledges the handled messages
     return summarise(loc, catalogue)
 
@@ -103,7 +102,7 @@ def summarise(loc: Location, catalogue: list[DemoTrack]) -> DemoResult:
     result = DemoResult(features)
     for track in catalogue:
         row: dict[str, Any] = {"track": track.track_id, "true_bpm": track.tempo_bpm}
-        for status in track_status(loc.instance, loc.graph, loc.store, track.track_id):
+        for status in loc.catalogue.track_status(loc.graph, track.track_id):
             name = status["feature"]
             if name not in features:
                 continue

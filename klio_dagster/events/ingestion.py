@@ -12,23 +12,22 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from dagster import DagsterInstance, RunRequest, SensorEvaluationContext
+from dagster import RunRequest, SensorEvaluationContext
 
 from klio_dagster.core.features import AUDIO
 from klio_dagster.errors import InvalidMessage, InvalidSourceUri
 from klio_dagster.events.messages import TrackEvent
 from klio_dagster.events.priority import LIVE_PRIORITY_TAGS
-from klio_dagster.orchestration.partitions import register_tracks
-from klio_dagster.orchestration.runs import pairs_in_flight, record_ping, run_request_for
+from klio_dagster.orchestration.runs import pairs_in_flight, run_request_for
 from klio_dagster.orchestration.tags import BOTTOM_UP, MODE_TAG, TOP_DOWN
-from klio_dagster.planning.lineage import plan_from_log
+from klio_dagster.planning.lineage import plan_against
 from klio_dagster.planning.planner import Pair, Plan
-from klio_dagster.storage.registry import record_sources, tracks_with_sources
 from klio_dagster.storage.sources import SourcePolicy
 from klio_dagster.storage.stores import FeatureStore
 
 if TYPE_CHECKING:
     from klio_dagster.orchestration.factory import FeatureLocation
+    from klio_dagster.tiers.base import Catalogue
 
 M = TypeVar("M")
 
@@ -55,9 +54,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def plan_events(
-    instance: DagsterInstance,
+    catalogue: Catalogue,
     location: FeatureLocation,
-    store: FeatureStore,
     events: Sequence[TrackEvent],
     *,
     policy: SourcePolicy,
@@ -77,7 +75,7 @@ def plan_events(
     and redelivered events make no second run and compute nothing twice.
     """
     batch, graph = IngestionBatch(), location.graph
-    known_sources = tracks_with_sources(store)
+    known_sources = catalogue.with_sources(list(dict.fromkeys(e.track_id for e in events)))
     new_sources: dict[str, str] = {}
     bad_uri: set[int] = set()
     for event in events:
@@ -97,7 +95,7 @@ def plan_events(
         else:
             batch.rejected.append((event, f"track {event.track_id!r} has no registered source: add 'uri' to the message"))
 
-    in_flight = pairs_in_flight(instance)
+    in_flight = pairs_in_flight(catalogue)
     pings: list[Plan] = []
     groups: dict[tuple[tuple[str, ...], bool, bool], list[str]] = defaultdict(list)
     for event in accepted:
@@ -106,7 +104,7 @@ def plan_events(
         requested = list(features) if features else graph.descendants([AUDIO])
         tracks = list(dict.fromkeys(tracks))
         forced = requested if force else []
-        work = plan_from_log(instance, graph, requested, tracks, force=forced)
+        work = plan_against(catalogue, graph, requested, tracks, force=forced)
         if ping:
             pings.append(work)
             continue
@@ -125,13 +123,13 @@ def plan_events(
     if dry_run:
         return batch
     # Written only once the whole batch is planned, so that a batch that fails to plan writes nothing.
-    record_sources(store, new_sources, from_event=True)
-    # Partitions are added here, in chunks, not through SensorResult.dynamic_partitions_requests:
+    # Tracks are registered here, in chunks, not through SensorResult.dynamic_partitions_requests:
     # for those, Dagster's sensor daemon queries each key on its own (~1.4 ms a key, 28 s for a
-    # 20,000-message tick). Adding is idempotent, so a tick that fails after it loses nothing.
-    batch.new_tracks = register_tracks(instance, list(dict.fromkeys(e.track_id for e in accepted)))
+    # 20,000-message tick). Registering is idempotent, so a tick that fails after it loses nothing.
+    batch.new_tracks = catalogue.register(new_sources, from_event=True)
+    batch.new_tracks += catalogue.register_recorded([t for t in dict.fromkeys(e.track_id for e in accepted) if t not in new_sources])
     for work in pings:
-        batch.pinged.extend(record_ping(instance, work))
+        batch.pinged.extend(catalogue.record_pings(work))
     return batch
 
 
@@ -200,7 +198,7 @@ def ingest_messages(
             continue
         message_of[id(event)] = message
         events.append(event)
-    plan = partial(plan_events, context.instance, location, store, policy=policy, tags=tags)
+    plan = partial(plan_events, location.tier.open(context.instance, store), location, policy=policy, tags=tags)
     batch = _plan_isolated(plan, events, run_key_prefix)
     dead.extend((message_of[id(event)], reason) for event, reason in batch.rejected)
     context.log.info(

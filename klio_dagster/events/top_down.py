@@ -34,12 +34,14 @@ from dagster import (
 
 from klio_dagster.errors import FeatureGraphError
 from klio_dagster.events.priority import LIVE_PRIORITY_TAGS
+from klio_dagster.orchestration.resources import FeatureStoreResource
 from klio_dagster.orchestration.runs import run_request_for
 from klio_dagster.orchestration.tags import MODE_TAG, SOURCE_TAG, TOP_DOWN
-from klio_dagster.planning.lineage import plan_from_log
+from klio_dagster.planning.lineage import plan_against
 
 if TYPE_CHECKING:
     from klio_dagster.orchestration.factory import FeatureLocation
+    from klio_dagster.tiers.base import Catalogue
 
 
 #: How long the children wait for a parent's run still in progress before taking what it has recorded.
@@ -47,7 +49,7 @@ MAX_WAIT_FOR_PARENT_RUN_S = 60.0
 
 
 def _top_down_tracks(
-    context: SensorEvaluationContext, parent: str, after: int | None, limit: int, now: float
+    context: SensorEvaluationContext, catalogue: Catalogue, parent: str, after: int | None, limit: int, now: float
 ) -> tuple[list[str], int | None]:
     """Tracks of ``parent`` materialised by top-down runs after storage ID ``after``; the new cursor.
 
@@ -70,7 +72,8 @@ def _top_down_tracks(
     if not taken:
         return [], after
     tracks = [
-        r.partition_key for r in taken if r.partition_key and r.run_id in runs and runs[r.run_id].tags.get(MODE_TAG) == TOP_DOWN
+        t for r in taken if r.run_id in runs and runs[r.run_id].tags.get(MODE_TAG) == TOP_DOWN
+        for t in catalogue.tracks_of_materialization(r)
     ]
     return list(dict.fromkeys(tracks)), taken[-1].storage_id
 
@@ -106,18 +109,19 @@ def build_top_down_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         description=f"Runs {children} for tracks whose {watched} a top-down run has materialised.",
     )
-    def _sensor(context: SensorEvaluationContext):
+    def _sensor(context: SensorEvaluationContext, klio_store: FeatureStoreResource):
+        catalogue = location.tier.open(context.instance, klio_store.get_store())
         cursor: dict[str, int | None] = json.loads(context.cursor) if context.cursor else {}
         tracks: list[str] = []
         now = time.time()
         for parent in watched:
-            found, cursor[parent] = _top_down_tracks(context, parent, cursor.get(parent), max_events_per_tick, now)
+            found, cursor[parent] = _top_down_tracks(context, catalogue, parent, cursor.get(parent), max_events_per_tick, now)
             tracks.extend(found)
         tracks = list(dict.fromkeys(tracks))
         new_cursor = json.dumps(cursor, sort_keys=True)
         if not tracks:
             return SensorResult(skip_reason="no new top-down materialisations of the parents", cursor=new_cursor)
-        work = plan_from_log(context.instance, graph, children, tracks)
+        work = plan_against(catalogue, graph, children, tracks)
         context.log.info(f"{len(tracks)} tracks with new {watched}: {len(work.to_compute)} pairs to compute")
         if not work.to_compute:
             return SensorResult(skip_reason=f"children of {len(tracks)} tracks already current", cursor=new_cursor)

@@ -13,8 +13,9 @@ run's claim ends when it is marked failed (``run_health``).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from dagster import DagsterInstance, DagsterRun, PartitionKeyRange, RunsFilter
+from dagster import DagsterRun, RunsFilter
 
 from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.orchestration.compat import (
@@ -22,38 +23,41 @@ from klio_dagster.orchestration.compat import (
     ASSET_PARTITION_RANGE_START_TAG,
     PARTITION_NAME_TAG,
 )
-from klio_dagster.orchestration.partitions import tracks_partitions
 from klio_dagster.orchestration.run_health import OWNED
 from klio_dagster.planning.planner import Pair, Plan
 
+if TYPE_CHECKING:
+    from klio_dagster.tiers.base import Catalogue
 
-def run_tracks(instance: DagsterInstance, run: DagsterRun) -> list[str]:
+
+def run_tracks(catalogue: Catalogue, run: DagsterRun) -> list[str]:
     """The tracks a run is for: its config's ``tracks``, else its partition or partition range."""
     for op in (run.run_config or {}).get("ops", {}).values():
         if tracks := (op.get("config") or {}).get("tracks"):
             return list(tracks)
     if key := run.tags.get(PARTITION_NAME_TAG):
-        return [key]
+        return catalogue.tracks_of_partitions([key])
     start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
     if start and end:
-        return tracks_partitions.get_partition_keys_in_range(PartitionKeyRange(start, end), dynamic_partitions_store=instance)
+        return catalogue.tracks_of_partitions(catalogue.partition_keys_in_range(start, end))
     return []
 
 
-def run_pairs(instance: DagsterInstance, run: DagsterRun) -> set[Pair]:
+def run_pairs(catalogue: Catalogue, run: DagsterRun) -> set[Pair]:
     """Every (asset, track) a run may make current: its selection times its tracks."""
-    tracks = run_tracks(instance, run)
+    tracks = run_tracks(catalogue, run)
     return {(key.path[-1], t) for key in run.asset_selection or () for t in tracks}
 
 
-def claims_before(instance: DagsterInstance, run_id: str) -> dict[Pair, str]:
+def claims_before(catalogue: Catalogue, run_id: str) -> dict[Pair, str]:
     """Pairs claimed by runs in progress that were created before ``run_id``, with the claiming run's ID."""
+    instance = catalogue.instance
     mine = instance.get_run_record_by_id(run_id)
     claimed: dict[Pair, str] = {}
     for record in instance.get_run_records(RunsFilter(statuses=OWNED)):
         if mine is not None and record.storage_id >= mine.storage_id:
             continue
-        for pair in run_pairs(instance, record.dagster_run):
+        for pair in run_pairs(catalogue, record.dagster_run):
             claimed.setdefault(pair, record.dagster_run.run_id)
     return claimed
 

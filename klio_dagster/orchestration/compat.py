@@ -59,24 +59,35 @@ if TYPE_CHECKING:
     from dagster import AssetExecutionContext, AssetsDefinition
 
     from klio_dagster.core.graph import FeatureGraph
+    from klio_dagster.tiers.base import Tier
 
 # The feature graph a multi-asset computes, kept on the asset's own function so that any
 # `Definitions` can be introspected for its feature graphs (the CLI's view of a location).
 # `OpDefinition.compute_fn` is public, but the function it wraps (`DecoratedOpFunction
 # .decorated_fn`) is not; asset metadata must be serialisable and cannot hold the graph.
 _GRAPH_ATTRIBUTE = "klio_feature_graph"
+_TIER_ATTRIBUTE = "klio_tier"
 
 
-def attach_feature_graph(assets: AssetsDefinition, graph: FeatureGraph) -> AssetsDefinition:
-    """Mark ``assets`` as computing ``graph``; returns ``assets``."""
+def attach_feature_graph(assets: AssetsDefinition, graph: FeatureGraph, tier: Tier) -> AssetsDefinition:
+    """Mark ``assets`` as computing ``graph`` in ``tier``; returns ``assets``."""
     setattr(assets.node_def.compute_fn.decorated_fn, _GRAPH_ATTRIBUTE, graph)
+    setattr(assets.node_def.compute_fn.decorated_fn, _TIER_ATTRIBUTE, tier)
     return assets
+
+
+def _decorated_fn(assets: AssetsDefinition) -> object:
+    return getattr(getattr(assets.node_def, "compute_fn", None), "decorated_fn", None)
 
 
 def feature_graph_of(assets: AssetsDefinition) -> FeatureGraph | None:
     """The feature graph ``assets`` computes, or ``None`` for any other asset."""
-    fn = getattr(getattr(assets.node_def, "compute_fn", None), "decorated_fn", None)
-    return getattr(fn, _GRAPH_ATTRIBUTE, None)
+    return getattr(_decorated_fn(assets), _GRAPH_ATTRIBUTE, None)
+
+
+def tier_of(assets: AssetsDefinition) -> Tier:
+    """The tier of the feature assets ``assets`` (see :func:`attach_feature_graph`)."""
+    return getattr(_decorated_fn(assets), _TIER_ATTRIBUTE)
 
 
 def report_failed_attempt(context: AssetExecutionContext, asset_key: AssetKey, partition: str) -> None:

@@ -23,9 +23,10 @@ from klio_dagster.errors import LocationError
 from klio_dagster.events.local_sensor import LocalQueueResource
 from klio_dagster.events.outputs import OutputEventsResource
 from klio_dagster.orchestration.assets import audio_source_spec, build_feature_assets, build_features_job, job_name_for
-from klio_dagster.orchestration.compat import feature_graph_of
+from klio_dagster.orchestration.compat import feature_graph_of, tier_of
 from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource, TrackSourcesResource
 from klio_dagster.orchestration.tags import FEATURES_ASSET_NAME
+from klio_dagster.tiers import Tier, tier_from_environment
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class FeatureLocation:
     @property
     def job_name(self) -> str:
         return job_name_for(self.assets)
+
+    @property
+    def tier(self) -> Tier:
+        """Where this location's tracks and per-track state live."""
+        return tier_of(self.assets)
 
     def sensor_name(self, kind: str) -> str:
         return f"{self.name}_{kind}"
@@ -71,16 +77,22 @@ def default_resources() -> dict[str, Any]:
 
 
 def build_feature_location(
-    graph: FeatureGraph, *, name: str = FEATURES_ASSET_NAME, group_name: str = "features", backfill_batch_size: int = 1_000
+    graph: FeatureGraph,
+    *,
+    tier: Tier | None = None,
+    name: str = FEATURES_ASSET_NAME,
+    group_name: str = "features",
+    backfill_batch_size: int = 1_000,
 ) -> FeatureLocation:
     """The multi-asset and job of ``graph``, named ``name`` and ``"{name}_job"``."""
-    assets = build_feature_assets(graph, name=name, group_name=group_name, backfill_batch_size=backfill_batch_size)
+    assets = build_feature_assets(graph, tier=tier, name=name, group_name=group_name, backfill_batch_size=backfill_batch_size)
     return FeatureLocation(graph, assets)
 
 
 def build_feature_definitions(
     graph: FeatureGraph,
     *,
+    tier: Tier | None = None,
     name: str = FEATURES_ASSET_NAME,
     group_name: str = "features",
     sensors: Iterable[SensorFactory] = (),
@@ -95,6 +107,11 @@ def build_feature_definitions(
     ----------
     graph : FeatureGraph
         The features this location computes (and the other locations' features it reads).
+    tier : Tier, optional
+        Where tracks and per-track state live: :class:`~klio_dagster.tiers.NativeTier` (every track a
+        partition) or :class:`~klio_dagster.tiers.LedgerTier` (track shards and a ledger); default
+        :func:`~klio_dagster.tiers.tier_from_environment` (``KLIO_TIER``). Every location of one
+        instance must use the same tier.
     name : str
         Name of the features multi-asset; the job is ``"{name}_job"`` and the sensors
         ``"{name}_local_ingestion"``, ``"{name}_pubsub_ingestion"``, ``"{name}_top_down"``.
@@ -108,9 +125,10 @@ def build_feature_definitions(
     audio_source : bool
         Include the ``audio`` source asset (leave it to the location that owns it).
     """
-    location = build_feature_location(graph, name=name, group_name=group_name, backfill_batch_size=backfill_batch_size)
+    tier = tier or tier_from_environment()
+    location = build_feature_location(graph, tier=tier, name=name, group_name=group_name, backfill_batch_size=backfill_batch_size)
     return Definitions(
-        assets=[*([audio_source_spec()] if audio_source else []), location.assets, *assets],
+        assets=[*([audio_source_spec(tier=tier)] if audio_source else []), location.assets, *assets],
         jobs=[build_features_job(location.assets)],
         sensors=[make(location) for make in sensors],
         resources={**default_resources(), **(resources or {})},

@@ -1,15 +1,12 @@
-"""The shared ``tracks`` dynamic partitions, and registering tracks into them."""
+"""The shared ``tracks`` dynamic partitions of the native tier, and registering tracks into them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 
 from klio_dagster.core.tracks import validate_track_ids
-from klio_dagster.storage.registry import record_sources
-from klio_dagster.storage.sources import normalize_source_uri
-from klio_dagster.storage.stores import FeatureStore
 
 TRACKS_PARTITIONS_NAME = "tracks"
 tracks_partitions = DynamicPartitionsDefinition(name=TRACKS_PARTITIONS_NAME)
@@ -45,21 +42,3 @@ def register_tracks(instance: DagsterInstance, track_ids: Sequence[str]) -> list
         instance.add_dynamic_partitions(TRACKS_PARTITIONS_NAME, new[start : start + PARTITION_ADD_CHUNK])
     return new
 
-
-def ingest(
-    instance: DagsterInstance,
-    store: FeatureStore,
-    sources: Mapping[str, str],
-    on_recorded: Callable[[], None] | None = None,
-) -> list[str]:
-    """Register tracks: validate every ID first, record sources, then add partitions.
-
-    Nothing is written if any ID is invalid. A partition is added only once
-    its source is recorded, so every partition has a source. Returns the
-    track IDs in the order given. ``on_recorded`` is called per source record.
-    """
-    track_ids = validate_track_ids(sources)
-    normalized = {t: normalize_source_uri(sources[t]) for t in track_ids}
-    record_sources(store, normalized, on_recorded)
-    register_tracks(instance, track_ids)
-    return track_ids

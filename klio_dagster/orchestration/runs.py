@@ -11,16 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dagster import (
-    AssetKey,
-    AssetObservation,
-    DagsterEventType,
-    DagsterInstance,
-    DagsterRunStatus,
-    JobDefinition,
-    RunRequest,
-    RunsFilter,
-)
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, JobDefinition, RunRequest, RunsFilter
 
 from klio_dagster.events.priority import LIVE_PRIORITY_TAGS
 from klio_dagster.orchestration.claims import claims_before, run_pairs
@@ -32,12 +23,13 @@ from klio_dagster.orchestration.compat import (
     execute_run_iterator,
 )
 from klio_dagster.orchestration.run_health import fail_dead_runs, owner_tags
-from klio_dagster.orchestration.tags import FAILED, PING_TAG, STATUS_TAG, TRACKS_TAG
-from klio_dagster.planning.lineage import plan_from_log
+from klio_dagster.orchestration.tags import FAILED, STATUS_TAG, TRACKS_TAG
+from klio_dagster.planning.lineage import plan_against
 from klio_dagster.planning.planner import Pair, Plan
 
 if TYPE_CHECKING:
     from klio_dagster.orchestration.factory import FeatureLocation
+    from klio_dagster.tiers.base import Catalogue
 
 Failure = dict[str, str]
 
@@ -69,15 +61,15 @@ def run_request_for(
 IN_FLIGHT = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
-def pairs_in_flight(instance: DagsterInstance) -> set[Pair]:
+def pairs_in_flight(catalogue: Catalogue) -> set[Pair]:
     """(feature, track) pairs that live runs, queued or running, were asked to make current.
 
     A run's selection times its tracks: a superset of what it computes (it
     skips what is current when it starts), which is what deduplication needs.
     """
     pairs: set[Pair] = set()
-    for run in instance.get_runs(RunsFilter(statuses=IN_FLIGHT, tags=LIVE_PRIORITY_TAGS)):
-        pairs |= run_pairs(instance, run)
+    for run in catalogue.instance.get_runs(RunsFilter(statuses=IN_FLIGHT, tags=LIVE_PRIORITY_TAGS)):
+        pairs |= run_pairs(catalogue, run)
     return pairs
 
 
@@ -93,7 +85,7 @@ class RunOutcome:
 
 def execute_run(
     job: JobDefinition,
-    instance: DagsterInstance,
+    catalogue: Catalogue,
     request: RunRequest,
     on_pair_done: Callable[[], None] | None = None,
     origin: RemoteJobOrigin | None = None,
@@ -103,12 +95,13 @@ def execute_run(
     Events are streamed to the instance and not kept in memory (unlike
     ``execute_in_process``, which keeps every event of the run), so memory
     stays flat however many tracks the run has; the outcome is then read
-    back from the event log in pages. ``on_pair_done`` is called once per
+    back from the catalogue (the event log in pages, or the ledger). ``on_pair_done`` is called once per
     recorded (feature, track), success or failure: a progress hook.
     ``origin`` names the code location and job the UI shows the run under;
     such a run is never retried by the daemon (the command that ran it reports
     its outcome).
     """
+    instance = catalogue.instance
     selection = frozenset(request.asset_selection or [])
     subset = job.get_subset(asset_selection=selection) if selection else job
     # Failures are reported by the caller and kept in the event log: keep the console quiet.
@@ -125,7 +118,7 @@ def execute_run(
     for event in execute_run_iterator(InMemoryJob(subset), run, instance):
         if on_pair_done and event.event_type in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION):
             on_pair_done()
-    return read_outcome(instance, run.run_id)
+    return catalogue.run_outcome(run.run_id)
 
 
 @dataclass
@@ -144,7 +137,7 @@ class PlanOutcome:
 def execute_plan(
     location: FeatureLocation,
     job: JobDefinition,
-    instance: DagsterInstance,
+    catalogue: Catalogue,
     work: Plan,
     force_features: Sequence[str],
     *,
@@ -163,7 +156,7 @@ def execute_plan(
     asked = list(work.to_compute)
     for round_ in range(max_rounds):
         request = run_request_for(location, work, force_features if round_ == 0 else [], run_key=None, tags=tags)
-        done = execute_run(job, instance, request, on_pair_done, origin)
+        done = execute_run(job, catalogue, request, on_pair_done, origin)
         outcome.run_ids.append(done.run_id)
         outcome.computed += done.computed
         outcome.failed += done.failed
@@ -171,12 +164,12 @@ def execute_plan(
             outcome.step_errors += done.step_errors
         recorded = set(outcome.computed) | {(x["feature"], x["track"]) for x in outcome.failed}
         missing = [p for p in work.to_compute if p not in recorded]
-        holders = sorted({run_id for p, run_id in claims_before(instance, done.run_id).items() if p in set(missing)})
+        holders = sorted({run_id for p, run_id in claims_before(catalogue, done.run_id).items() if p in set(missing)})
         if not missing or not holders:
             break
         outcome.waited_for += holders
-        wait_for_runs(instance, holders)
-        work = plan_from_log(instance, location.graph, sorted({f for f, _ in missing}), sorted({t for _, t in missing}))
+        wait_for_runs(catalogue.instance, holders)
+        work = plan_against(catalogue, location.graph, sorted({f for f, _ in missing}), sorted({t for _, t in missing}))
         outcome.computed_elsewhere += [p for p in missing if p not in set(work.to_compute)]
         if not work.to_compute:
             break
@@ -221,13 +214,3 @@ def read_outcome(instance: DagsterInstance, run_id: str, page_size: int = 500) -
         if not page.has_more:
             break
     return outcome
-
-
-def record_ping(instance: DagsterInstance, plan: Plan) -> list[Pair]:
-    """Record that the plan was walked: one observation per pair, nothing computed."""
-    walked = [(p, "compute") for p in plan.to_compute] + [(p, "skip") for p in plan.skipped]
-    for (feature, track), decision in walked:
-        instance.report_runless_asset_event(
-            AssetObservation(feature, partition=track, metadata={PING_TAG: decision}, tags={PING_TAG: decision})
-        )
-    return [pair for pair, _ in walked]

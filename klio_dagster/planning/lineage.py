@@ -1,4 +1,4 @@
-"""Lineage from Dagster's event log, and the planner run against it.
+"""Lineage from Dagster's event log (the native tier's), and the planner run against any tier's lineage.
 
 For each feature two batched queries (latest data version and latest storage
 ID per partition), never one per track. A feature's data version holds its
@@ -9,12 +9,16 @@ code version, a digest of its bytes and marks of its inputs' data versions
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.orchestration.compat import DATA_VERSION_TAG
 from klio_dagster.planning.planner import FeatureLineage, Plan, plan
+
+if TYPE_CHECKING:
+    from klio_dagster.tiers.base import Catalogue
 
 #: Above this many tracks, one query over all partitions beats a huge IN clause.
 _MAX_FILTERED_PARTITIONS = 500
@@ -39,8 +43,8 @@ def load_lineage(instance: DagsterInstance, features: Iterable[str], tracks: Seq
     return lineage
 
 
-def plan_from_log(
-    instance: DagsterInstance,
+def plan_against(
+    catalogue: Catalogue,
     graph: FeatureGraph,
     features: Iterable[str],
     tracks: Sequence[str],
@@ -49,12 +53,12 @@ def plan_from_log(
     bottom_up: bool = True,
     only: Iterable[str] | None = None,
 ) -> Plan:
-    """:func:`plan` against the event log, loading the lineage of ``features`` and their ancestors."""
+    """:func:`plan` against the catalogue's lineage of ``features`` and their ancestors."""
     requested = list(features)
-    lineage = lineage_for(instance, graph, requested, tracks)
+    lineage = lineage_for(catalogue, graph, requested, tracks)
     return plan(graph, lineage, requested, tracks, force=force, bottom_up=bottom_up, only=only)
 
 
-def lineage_for(instance: DagsterInstance, graph: FeatureGraph, features: Iterable[str], tracks: Sequence[str]) -> dict[str, FeatureLineage]:
+def lineage_for(catalogue: Catalogue, graph: FeatureGraph, features: Iterable[str], tracks: Sequence[str]) -> dict[str, FeatureLineage]:
     """The lineage planning ``features`` needs: theirs, their ancestors' and other locations' inputs."""
-    return load_lineage(instance, [*graph.with_ancestors(list(features)), *graph.external_names], tracks)
+    return catalogue.lineage([*graph.with_ancestors(list(features)), *graph.external_names], tracks)

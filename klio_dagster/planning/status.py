@@ -1,4 +1,4 @@
-"""Per-track status: the state of every feature, from the event log."""
+"""Per-track status in the native tier: the state of every feature, from the event log."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from dagster import AssetKey, AssetMaterialization, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from klio_dagster.core.features import AUDIO, Feature, library_versions
 from klio_dagster.core.graph import FeatureGraph
@@ -48,9 +48,13 @@ def _value(metadata: Mapping[str, Any], key: str) -> Any:
     return getattr(entry, "value", entry)
 
 
-def version_changes(graph: FeatureGraph, feature: Feature, materialization: AssetMaterialization) -> list[str]:
-    """What changed between the version that made ``materialization`` and ``feature``'s current one."""
-    metadata, changes = materialization.metadata, []
+def version_changes(graph: FeatureGraph, feature: Feature, metadata: Mapping[str, Any], input_versions: Mapping[str, str]) -> list[str]:
+    """What changed between the version that made an output and ``feature``'s current one.
+
+    ``metadata`` is the output's provenance (code version, params, decode, libraries,
+    ephemeral inputs), ``input_versions`` the data versions of the stored inputs it read.
+    """
+    changes: list[str] = []
     old_code = _value(metadata, "code_version")
     if old_code is not None and str(old_code) != feature.code_version:
         changes.append(f"code version {old_code} -> {feature.code_version}")
@@ -70,7 +74,7 @@ def version_changes(graph: FeatureGraph, feature: Feature, materialization: Asse
         if upstream.ephemeral:
             recorded = (_value(metadata, "ephemeral_inputs") or {}).get(parent)
         else:
-            recorded = materialization.tags.get(get_input_data_version_tag(AssetKey(parent)))
+            recorded = input_versions.get(parent)
             recorded = code_version_of(recorded) if recorded else None
         if recorded is not None and recorded != upstream.version:
             changes.append(f"input {parent!r} is now version {upstream.version} (was {recorded})")
@@ -99,7 +103,11 @@ def track_status(instance: DagsterInstance, graph: FeatureGraph, store: FeatureS
             m = record.asset_materialization
             if row["state"] == "stale":
                 cause = stale_cause(graph, lineage, feature.name, track) or ""
-                changes = version_changes(graph, feature, m) if m and cause.startswith("made by version") else []
+                inputs = {p: m.tags.get(get_input_data_version_tag(AssetKey(p))) for p in feature.inputs} if m else {}
+                changes = (
+                    version_changes(graph, feature, m.metadata, {p: v for p, v in inputs.items() if v})
+                    if m and cause.startswith("made by version") else []
+                )
                 row["why"] = f"{cause}: {'; '.join(changes)}" if changes else cause
             row.update(
                 code_version=m.tags.get(CODE_VERSION_TAG) if m else None,

@@ -82,11 +82,11 @@ def tracks_with_sources(store: FeatureStore) -> set[str]:
     return store.existing_tracks(AUDIO, "json")
 
 
-def local_source_duration_s(store: FeatureStore, track_id: str) -> float | None:
-    """The duration in seconds its file's header gives, for a track registered with a local file; else ``None``."""
+def local_source_duration_s(record: SourceRecord | None) -> float | None:
+    """The duration in seconds its file's header gives, for a source that is a local file; else ``None``."""
     import soundfile as sf
 
-    uri = read_source_uri(store, track_id)
+    uri = record.uri if record else None
     if uri is None or "://" in uri:
         return None
     try:
