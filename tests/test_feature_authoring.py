@@ -466,14 +466,14 @@ def test_as_frame_still_validates_every_format():
 
 def test_estimates_count_a_windowed_feature_at_its_window_not_the_track():
     from examples.audio_spectrograms import audio_spectrograms_graph as port
-    from klio_dagster.planning.estimate import FeatureCost, estimate, header_minutes
+    from klio_dagster.planning.estimate import FeatureCost, WorkTally, estimate, header_minutes
     from klio_dagster.planning.planner import Plan
 
     assert {port.window_s(n) for n in port.names} == {5.0} and reference_graph.window_s("energy") is None
     minutes = header_minutes(lambda track: 180.0)  # 3-minute tracks
     work = Plan([("background", "t1"), ("background", "t2"), ("energy", "t1")])
     costs = {"background": FeatureCost(10, 0.5, 6.0), "energy": FeatureCost(10, 0.3, 0.1)}
-    cost = estimate(work, costs, 2, audio_minutes=minutes, windows={"background": 5.0, "energy": None}, beam=False)
+    cost = estimate(WorkTally().add(work), costs, 2, audio_minutes=minutes, windows={"background": 5.0, "energy": None}, beam=False)
     assert cost["per_feature"]["background"]["cpu_s"] == pytest.approx(2 * 6.0 * 5 / 60)  # 5 s of each track
     assert cost["per_feature"]["energy"]["cpu_s"] == pytest.approx(0.1 * 3)  # the whole 3 minutes
     assert cost["workers"] == 2 and cost["wall_s"] == pytest.approx(cost["cpu_s"] / 2, abs=0.1)

@@ -1,20 +1,25 @@
-"""Stale detection and the planner's decisions from the event log."""
+"""Stale detection and the planner's decisions from recorded lineage, in both tiers."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
-from dagster import DagsterInstance
 
 from examples.reference_graph import reference_graph
 from klio_dagster import FeatureGraph
-from klio_dagster.planning.lineage import load_lineage
+from klio_dagster.cli.location import load_location
 from klio_dagster.planning.planner import plan, state_of
 
 pytestmark = pytest.mark.integration
 #: The same semantics on both instance storages: SQLite (embedded) and a real Postgres server.
 INSTANCE_STORAGES = ("sqlite", "postgres")
+TIERS = ("native", "ledger")
+
+
+def recorded(features, tracks):
+    """The lineage the location's tier (the event log, or the ledger) records."""
+    return load_location().catalogue.lineage(list(features), tracks)
 
 
 def bumped(graph: FeatureGraph, name: str) -> FeatureGraph:
@@ -24,9 +29,8 @@ def bumped(graph: FeatureGraph, name: str) -> FeatureGraph:
 def test_bumped_code_version_makes_feature_and_descendants_stale(cli, ingested):
     track = ingested[0]
     cli("materialize", "energy", "speechiness", "--tracks", track)
-    instance = DagsterInstance.get()
     graph = bumped(reference_graph, "beat_tracking")
-    lineage = load_lineage(instance, graph.names, [track])
+    lineage = recorded(graph.names, [track])
     assert state_of(graph, lineage, "beat_tracking", track) == "stale"
     assert state_of(graph, lineage, "downsample", track) == "materialized"
     work = plan(graph, lineage, ["energy", "speechiness"], [track])
@@ -38,14 +42,14 @@ def test_a_parent_recomputed_into_the_same_bytes_leaves_its_children_current(cli
     track = ingested[1]
     cli("materialize", "energy", "--tracks", track)
     cli("materialize", "downsample", "--tracks", track, "--force")
-    lineage = load_lineage(DagsterInstance.get(), reference_graph.names, [track])
+    lineage = recorded(reference_graph.names, [track])
     assert state_of(reference_graph, lineage, "beat_tracking", track) == "materialized"
     code, out = cli("plan", "energy", "--tracks", track)
     assert out["to_compute"] == []
 
 
 def test_planner_on_an_empty_log_computes_the_closure_only(klio_env):
-    lineage = load_lineage(DagsterInstance.get(), reference_graph.names, ["a", "b"])
+    lineage = recorded(reference_graph.names, ["a", "b"])
     work = plan(reference_graph, lineage, ["spectrogram"], ["a", "b"])
     assert work.to_compute == [("downsample", "a"), ("downsample", "b"), ("spectrogram", "a"), ("spectrogram", "b")]
     assert work.features_by_track() == {"a": ("downsample", "spectrogram"), "b": ("downsample", "spectrogram")}

@@ -1,68 +1,71 @@
-"""``klio-dagster materialize``: plan bottom-up against lineage, then compute in one run."""
+"""``klio-dagster materialize``: plan bottom-up against lineage, then compute: one run per page of tracks."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from klio_dagster.cli.location import load_location
-from klio_dagster.cli.output import EXIT_FAILED, EXIT_OK, emit, progress
-from klio_dagster.cli.plan import add_request_arguments, plan_request
+from klio_dagster.cli.output import EXIT_FAILED, EXIT_OK, progress
+from klio_dagster.cli.plan import add_request_arguments, planned_pages, resolve_request
+from klio_dagster.cli.stream import SpooledDocument
 from klio_dagster.orchestration.runs import execute_plan
 from klio_dagster.orchestration.tags import BOTTOM_UP, MODE_TAG, SOURCE_TAG
+
+LISTS = ["computed", "computed_by_other_runs", "skipped", "failed", "pinged", "run_ids", "waited_for_runs", "missing"]
 
 
 def run(args: argparse.Namespace) -> int:
     loc = load_location()
-    features, work = plan_request(args, loc)
-    payload: dict[str, Any] = {
-        "computed": [],
-        "computed_by_other_runs": [],
-        "skipped": [list(p) for p in work.skipped],
-        "failed": [],
-        "pinged": [],
-        "run_ids": [],
-    }
+    request = resolve_request(args, loc)
     step_errors: list[str] = []
-    if args.ping:
-        payload["pinged"] = [list(p) for p in loc.catalogue.record_pings(work)]
-    elif work.to_compute:
-        with progress("materialize", len(work.to_compute)) as bar:
+    missing_examples: list[str] = []
+    with SpooledDocument(LISTS) as out, progress("materialize", None) as bar:
+        for work in planned_pages(loc, request):
+            out["skipped"].extend([f, t] for f, t in work.skipped)
+            out.rows.extend([f, t, "skipped", ""] for f, t in work.skipped)
+            if args.ping:
+                pinged = loc.catalogue.record_pings(work)
+                out["pinged"].extend([f, t] for f, t in pinged)
+                out.rows.extend([f, t, "pinged", ""] for f, t in pinged)
+                continue
+            if not work.to_compute:
+                continue
+            bar.total = (bar.total or 0) + len(work.to_compute)
+            bar.refresh()
             outcome = execute_plan(
                 loc.features,
                 loc.job,
                 loc.catalogue,
                 work,
-                features if args.force else [],
+                request.force,
                 tags={SOURCE_TAG: "cli", MODE_TAG: BOTTOM_UP},
                 on_pair_done=bar.update,
                 origin=loc.origin,
             )
-        payload.update(
-            computed=[list(p) for p in outcome.computed],
-            computed_by_other_runs=[list(p) for p in outcome.computed_elsewhere],
-            failed=outcome.failed,
-            run_ids=outcome.run_ids,
-            waited_for_runs=outcome.waited_for,
-            missing=[list(p) for p in outcome.missing],
-        )
-        step_errors = outcome.step_errors  # errors beyond pairs (e.g. output events not published); the results stand
-    rows = (
-        [[f, t, "computed", ""] for f, t in payload["computed"]]
-        + [[f, t, "computed by another run", ""] for f, t in payload["computed_by_other_runs"]]
-        + [[x["feature"], x["track"], "failed", x["error"][:80]] for x in payload["failed"]]
-        + [[f, t, "skipped", ""] for f, t in payload["skipped"]]
-        + [[f, t, "pinged", ""] for f, t in payload["pinged"]]
-    )
-    emit(args, payload, rows, ["feature", "track", "result", "error"])
+            out["computed"].extend([f, t] for f, t in outcome.computed)
+            out["computed_by_other_runs"].extend([f, t] for f, t in outcome.computed_elsewhere)
+            out["failed"].extend(outcome.failed)
+            out["run_ids"].extend(outcome.run_ids)
+            out["waited_for_runs"].extend(outcome.waited_for)
+            out["missing"].extend([f, t] for f, t in outcome.missing)
+            out.rows.extend(
+                [[f, t, "computed", ""] for f, t in outcome.computed]
+                + [[f, t, "computed by another run", ""] for f, t in outcome.computed_elsewhere]
+                + [[x["feature"], x["track"], "failed", x["error"][:80]] for x in outcome.failed]
+            )
+            step_errors += outcome.step_errors  # errors beyond pairs (e.g. output events not published); the results stand
+            missing_examples += [f"{f}/{t}" for f, t in outcome.missing[: 10 - len(missing_examples)]]
+        bar.close()
+        out.emit(args.json, {}, ["feature", "track", "result", "error"])
+        failed, missing = out["failed"].count, out["missing"].count
     for error in step_errors:
         print(f"error: {error}", file=sys.stderr)
-    if payload.get("missing"):
-        shown = ", ".join(f"{f}/{t}" for f, t in payload["missing"][:10])
-        more = f" and {len(payload['missing']) - 10} more" if len(payload["missing"]) > 10 else ""
-        print(f"error: {len(payload['missing'])} planned pairs were not recorded: {shown}{more}", file=sys.stderr)
-    return EXIT_FAILED if payload["failed"] or step_errors or payload.get("missing") else EXIT_OK
+    if missing:
+        shown = ", ".join(missing_examples[:10])
+        more = f" and {missing - 10} more" if missing > 10 else ""
+        print(f"error: {missing} planned pairs were not recorded: {shown}{more}", file=sys.stderr)
+    return EXIT_FAILED if failed or step_errors or missing else EXIT_OK
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -24,6 +24,6 @@ def emit(args: argparse.Namespace, payload: Any, table: list[list[Any]], headers
     print(tabulate(table, headers=headers) if table else "(nothing)")
 
 
-def progress(label: str, total: int) -> tqdm:
-    """A progress bar on stderr, drawn only when stdout is a terminal."""
+def progress(label: str, total: int | None) -> tqdm:
+    """A progress bar on stderr, drawn only when stdout is a terminal (``total=None``: it grows as work is planned)."""
     return tqdm(total=total, desc=label, unit="pair", file=sys.stderr, disable=not sys.stdout.isatty() or total == 0)

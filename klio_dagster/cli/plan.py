@@ -1,36 +1,64 @@
-"""``klio-dagster plan``: what ``materialize`` would compute and skip, without running."""
+"""``klio-dagster plan``: what ``materialize`` would compute and skip, without running.
+
+Requests are planned in pages of :data:`PAGE_TRACKS` tracks (``--all-tracks`` reads the
+catalogue in keyset pages), so memory stays flat at any catalogue size; pairs are listed in
+topological order (feature, then track) within each page.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from klio_dagster.cli.location import Location, load_location
-from klio_dagster.cli.output import EXIT_OK, emit
+from klio_dagster.cli.output import EXIT_OK
+from klio_dagster.cli.stream import SpooledDocument, SpooledList
 from klio_dagster.core.tracks import validate_track_id, validate_track_ids
 from klio_dagster.errors import InvalidRequest, InvalidTrackId
-from klio_dagster.planning.estimate import estimate, header_minutes, past_costs
+from klio_dagster.planning.estimate import WorkTally, estimate, header_minutes
 from klio_dagster.planning.lineage import plan_against
 from klio_dagster.planning.planner import Plan
 from klio_dagster.storage.registry import local_source_duration_s
 
-#: Tracks read per page when a command names all of them.
-ALL_TRACKS_PAGE = 10_000
+#: Tracks planned (and, by materialize, run) together.
+PAGE_TRACKS = 10_000
 
 
-def resolve_request(args: argparse.Namespace, loc: Location) -> tuple[list[str], list[str]]:
-    """The asked features (known to the location) and tracks (registered), or :class:`InvalidRequest`."""
+@dataclass(frozen=True)
+class Request:
+    """A checked request: features, how to plan them, and its tracks in pages."""
+
+    features: list[str]
+    force: list[str]
+    only: list[str] | None
+    pages: Callable[[], Iterator[list[str]]]
+
+
+def resolve_request(args: argparse.Namespace, loc: Location) -> Request:
+    """The asked features (known to the location), options and tracks (registered), or :class:`InvalidRequest`."""
     features = loc.graph.check_names(args.features)
+    only = [state for state, asked in (("stale", args.stale), ("missing", args.missing)) if asked] or None
+    if only and args.force:
+        raise InvalidRequest("--force recomputes current pairs; --stale and --missing select pairs that are not: pick one")
+    force = features if args.force else []
     if args.all_tracks:
-        return features, [t for page in loc.catalogue.track_pages(ALL_TRACKS_PAGE) for t in page]
+        return Request(features, force, only, lambda: loc.catalogue.track_pages(PAGE_TRACKS))
     tracks = read_tracks_file(args.tracks_file) if args.tracks_file else validate_track_ids(args.tracks)
     unknown = sorted(loc.catalogue.unregistered(tracks))
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise InvalidRequest(f"track(s) not registered: {shown}; run `klio-dagster ingest` first")
-    return features, tracks
+    return Request(features, force, only, lambda: (tracks[i : i + PAGE_TRACKS] for i in range(0, len(tracks), PAGE_TRACKS)))
+
+
+def planned_pages(loc: Location, request: Request) -> Iterator[Plan]:
+    """The request planned page by page against the catalogue's lineage."""
+    for tracks in request.pages():
+        yield plan_against(loc.catalogue, loc.graph, request.features, tracks, force=request.force, only=request.only)
 
 
 def read_tracks_file(path: str) -> list[str]:
@@ -53,22 +81,12 @@ def read_tracks_file(path: str) -> list[str]:
     return list(dict.fromkeys(tracks))
 
 
-def plan_request(args: argparse.Namespace, loc: Location) -> tuple[list[str], Plan]:
-    features, tracks = resolve_request(args, loc)
-    only = [state for state, asked in (("stale", args.stale), ("missing", args.missing)) if asked] or None
-    if only and args.force:
-        raise InvalidRequest("--force recomputes current pairs; --stale and --missing select pairs that are not: pick one")
-    work = plan_against(loc.catalogue, loc.graph, features, tracks, force=features if args.force else [], only=only)
-    return features, work
-
-
-def plan_estimate(loc: Location, work: Plan) -> dict:
+def plan_estimate(loc: Location, work: WorkTally) -> dict:
     """The cost of ``work`` from past runs, for the workers the location's executor will use."""
-    n_tracks = len({t for _, t in work.to_compute})
     executor = loc.executor_resource
-    beam = executor.mode == "beam" or (executor.mode == "auto" and n_tracks >= executor.beam_min_tracks)
+    beam = executor.mode == "beam" or (executor.mode == "auto" and work.tracks >= executor.beam_min_tracks)
     workers = (executor.num_workers or os.cpu_count() or 1) if beam else 1
-    costs = past_costs(loc.instance, work.features)
+    costs = loc.catalogue.past_costs(work.features)
     minutes = header_minutes(lambda track: local_source_duration_s(loc.catalogue.source(track)))
     windows = {f: loc.graph.window_s(f) for f in work.features}
     return estimate(work, costs, workers, audio_minutes=minutes, windows=windows, beam=beam)
@@ -76,13 +94,22 @@ def plan_estimate(loc: Location, work: Plan) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     loc = load_location()
-    _, work = plan_request(args, loc)
-    cost = plan_estimate(loc, work)
-    payload = {"to_compute": [list(p) for p in work.to_compute], "skipped": [list(p) for p in work.skipped], "estimate": cost}
-    rows = [[f, t, "compute"] for f, t in work.to_compute] + [[f, t, "skip"] for f, t in work.skipped]
-    emit(args, payload, rows, ["feature", "track", "decision"])
+    request = resolve_request(args, loc)
+    work = WorkTally()
+    with SpooledDocument(["to_compute", "skipped"]) as out:
+        skipped_rows = SpooledList()
+        for page in planned_pages(loc, request):
+            work.add(page)
+            out["to_compute"].extend([f, t] for f, t in page.to_compute)
+            out["skipped"].extend([f, t] for f, t in page.skipped)
+            out.rows.extend([f, t, "compute"] for f, t in page.to_compute)
+            skipped_rows.extend([f, t, "skip"] for f, t in page.skipped)
+        out.rows.extend(skipped_rows.items())
+        skipped_rows.close()
+        cost = plan_estimate(loc, work)
+        out.emit(args.json, {"estimate": cost}, ["feature", "track", "decision"])
     if not args.json:
-        print(describe_estimate(len(work.to_compute), cost))
+        print(describe_estimate(out["to_compute"].count, cost))
     return EXIT_OK
 
 

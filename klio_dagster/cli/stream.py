@@ -71,8 +71,9 @@ class SpooledDocument:
     def __getitem__(self, name: str) -> SpooledList:
         return self.lists[name]
 
-    def emit(self, as_json: bool, fields: dict[str, Any], headers: list[str], out: IO[str] = sys.stdout) -> None:
+    def emit(self, as_json: bool, fields: dict[str, Any], headers: list[str], out: IO[str] | None = None) -> None:
         """Print the document (its lists, then ``fields``) or its table, in blocks of :data:`TABLE_BLOCK` rows."""
+        out = out or sys.stdout
         if as_json:
             out.write("{")
             for i, (name, spooled) in enumerate(self.lists.items()):

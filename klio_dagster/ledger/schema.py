@@ -50,6 +50,7 @@ pairs = Table(
     Index("ix_pairs_run", "run_id"),
     Index("ix_pairs_failed_run", "failed_run_id"),
     Index("ix_pairs_feature_shard", "feature", "shard"),
+    Index("ix_pairs_feature_recorded", "feature", "recorded_at"),
 )
 
 #: What made each version of a feature (code version, params, decode, libraries): written once per version.

@@ -348,6 +348,19 @@ class Ledger:
                     counts[shard].update(current=int(current or 0), failed=int(failed or 0))
         return counts
 
+    def recent_measurements(self, feature: str, limit: int) -> list[tuple[float, float | None]]:
+        """``(compute_s, audio_s)`` of the latest ``limit`` outputs of ``feature`` (what estimates read)."""
+        p = schema.pairs
+        query = (
+            sa.select(p.c.compute_s, p.c.metadata)
+            .where(p.c.feature == feature, p.c.compute_s.is_not(None))
+            .order_by(p.c.recorded_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query))
+        return [(float(c), (json.loads(m) if m else {}).get("audio_s")) for c, m in rows]
+
     # Versions ----------------------------------------------------------------------------------
 
     def record_versions(self, provenance: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:

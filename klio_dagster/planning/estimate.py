@@ -12,9 +12,9 @@ of a Beam batch.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import AssetKey, DagsterInstance
@@ -38,62 +38,97 @@ class FeatureCost:
     s_per_audio_min: float | None
 
 
+#: One recorded output's measured cost: its compute seconds and the seconds of audio it was made from.
+Measured = tuple[float, float | None]
+
+
+def cost_of(measured: Sequence[Measured]) -> FeatureCost | None:
+    """A feature's cost from its recent outputs' measurements; ``None`` if it has none."""
+    if not measured:
+        return None
+    seconds = sum(compute for compute, _ in measured)
+    timed = [(compute, audio_s) for compute, audio_s in measured if audio_s]
+    minutes = sum(audio_s for _, audio_s in timed) / 60
+    return FeatureCost(len(measured), seconds / len(measured), sum(c for c, _ in timed) / minutes if minutes else None)
+
+
 def past_costs(instance: DagsterInstance, features: Iterable[str], history: int = HISTORY) -> dict[str, FeatureCost]:
-    """The measured cost of each of ``features`` that has recorded outputs (the others are left out)."""
+    """The measured cost of each of ``features`` with outputs in the event log (the others are left out)."""
     costs = {}
     for name in features:
-        records = instance.fetch_materializations(AssetKey(name), limit=history).records
-        seconds, minutes, timed = 0.0, 0.0, 0.0
-        samples = 0
-        for record in records:
+        measured: list[Measured] = []
+        for record in instance.fetch_materializations(AssetKey(name), limit=history).records:
             metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-            if "compute_s" not in metadata:
-                continue
-            samples += 1
-            compute = float(metadata["compute_s"].value)
-            seconds += compute
-            if "audio_s" in metadata and float(metadata["audio_s"].value) > 0:
-                minutes += float(metadata["audio_s"].value) / 60
-                timed += compute
-        if samples:
-            costs[name] = FeatureCost(samples, seconds / samples, timed / minutes if minutes else None)
+            if "compute_s" in metadata:
+                audio_s = float(metadata["audio_s"].value) if "audio_s" in metadata else None
+                measured.append((float(metadata["compute_s"].value), audio_s))
+        if cost := cost_of(measured):
+            costs[name] = cost
     return costs
 
 
+@dataclass
+class WorkTally:
+    """What a plan computes, counted page by page with flat memory: pairs per feature, a sample of their tracks.
+
+    The sample (at most ``sample_size`` tracks per feature, a seeded reservoir) is what
+    the estimate reads durations of.
+    """
+
+    sample_size: int = DURATION_SAMPLE
+    pairs: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    tracks: int = 0
+    _random: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
+
+    def add(self, plan: Plan) -> WorkTally:
+        """Count ``plan`` (pages must not share tracks)."""
+        self.tracks += len(plan.features_by_track())
+        for feature, track in plan.to_compute:
+            seen = self.pairs[feature] = self.pairs.get(feature, 0) + 1
+            sample = self.samples.setdefault(feature, [])
+            if len(sample) < self.sample_size:
+                sample.append(track)
+            elif (slot := self._random.randrange(seen)) < self.sample_size:
+                sample[slot] = track
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.pairs)
+
+
 def estimate(
-    work: Plan,
+    work: WorkTally,
     costs: Mapping[str, FeatureCost],
     workers: int,
     *,
-    audio_minutes: Callable[[list[str], float | None], float | None],
+    audio_minutes: Callable[[list[str], int, float | None], float | None],
     windows: Mapping[str, float | None],
     beam: bool,
 ) -> dict[str, Any]:
     """``{"cpu_s", "wall_s", "workers", "per_feature", "unmeasured"}`` for ``work``.
 
-    ``audio_minutes(tracks, window_s)`` gives the audio minutes of those
-    tracks, each counted at most ``window_s`` seconds (``None``: whole), or
-    ``None`` if unknown; ``windows`` gives each feature's window
-    (``FeatureGraph.window_s``). Features never measured are listed in
-    ``unmeasured`` and count zero.
+    ``audio_minutes(sample, total, window_s)`` gives the audio minutes of
+    ``total`` tracks from a ``sample`` of them, each counted at most
+    ``window_s`` seconds (``None``: whole), or ``None`` if unknown;
+    ``windows`` gives each feature's window (``FeatureGraph.window_s``).
+    Features never measured are listed in ``unmeasured`` and count zero.
     """
-    tracks_of: dict[str, list[str]] = {}
-    for feature, track in work.to_compute:
-        tracks_of.setdefault(feature, []).append(track)
     per_feature: dict[str, dict[str, Any]] = {}
     unmeasured = []
-    for feature, tracks in tracks_of.items():
+    for feature, pairs in work.pairs.items():
         cost = costs.get(feature)
         if cost is None:
             unmeasured.append(feature)
             continue
-        minutes = audio_minutes(tracks, windows.get(feature)) if cost.s_per_audio_min is not None else None
+        minutes = audio_minutes(work.samples[feature], pairs, windows.get(feature)) if cost.s_per_audio_min is not None else None
         if minutes is not None:
             cpu, basis = cost.s_per_audio_min * minutes, "per audio minute"
         else:
-            cpu, basis = cost.s_per_track * len(tracks), "per track"
+            cpu, basis = cost.s_per_track * pairs, "per track"
         per_feature[feature] = {
-            "pairs": len(tracks),
+            "pairs": pairs,
             "cpu_s": round(cpu, 2),
             "basis": basis,
             "s_per_track": round(cost.s_per_track, 4),
@@ -101,7 +136,7 @@ def estimate(
             "measured_outputs": cost.samples,
         }
     cpu_s = sum(v["cpu_s"] for v in per_feature.values())
-    n_tracks = len({t for _, t in work.to_compute})
+    n_tracks = work.tracks
     used = max(1, min(workers, n_tracks))
     wall_s = cpu_s / used + (BEAM_BATCH_OVERHEAD_S if beam and n_tracks else 0.0)
     return {
@@ -113,22 +148,18 @@ def estimate(
     }
 
 
-def header_minutes(
-    duration_of: Callable[[str], float | None], sample: int = DURATION_SAMPLE
-) -> Callable[[list[str], float | None], float | None]:
-    """``audio_minutes`` from per-track header durations: a spread sample of at most ``sample`` tracks, scaled up."""
+def header_minutes(duration_of: Callable[[str], float | None]) -> Callable[[list[str], int, float | None], float | None]:
+    """``audio_minutes`` from per-track header durations: the sample's mean, scaled up to the total."""
     known: dict[str, float | None] = {}
 
-    def minutes(tracks: list[str], window_s: float | None) -> float | None:
-        step = max(1, math.ceil(len(tracks) / sample))
-        picked = tracks[::step]
-        for track in picked:
+    def minutes(sample: list[str], total: int, window_s: float | None) -> float | None:
+        for track in sample:
             if track not in known:
                 known[track] = duration_of(track)
-        durations = [known[t] for t in picked]
+        durations = [known[t] for t in sample]
         if not durations or any(d is None for d in durations):
             return None
         clipped = [d if window_s is None else min(d, window_s) for d in durations]  # type: ignore[type-var]
-        return sum(clipped) / len(clipped) * len(tracks) / 60
+        return sum(clipped) / len(clipped) * total / 60
 
     return minutes

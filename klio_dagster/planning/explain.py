@@ -23,7 +23,7 @@ from klio_dagster.orchestration.compat import (
     get_input_data_version_tag,
     get_input_event_pointer_tag,
 )
-from klio_dagster.planning.lineage import lineage_for
+from klio_dagster.planning.lineage import load_lineage
 from klio_dagster.planning.planner import stale_cause, state_of
 
 #: Metadata shown as it is, in this order.
@@ -47,7 +47,7 @@ def explain(instance: DagsterInstance, graph: FeatureGraph, feature: str, track:
             f"`klio-dagster materialize {feature} --tracks {track}` makes one"
         )
     report = _node(instance, records[0], feature, track)
-    lineage = lineage_for(instance, graph, [feature], [track])
+    lineage = load_lineage(instance, [*graph.with_ancestors([feature]), *graph.external_names], [track])
     report["state"] = state_of(graph, lineage, feature, track)
     if report["state"] == "stale":
         report["why"] = stale_cause(graph, lineage, feature, track)

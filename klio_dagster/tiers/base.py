@@ -32,6 +32,7 @@ from klio_dagster.core.execution import PairResult
 from klio_dagster.core.features import Feature
 from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.core.tracks import validate_track_ids
+from klio_dagster.planning.estimate import FeatureCost
 from klio_dagster.planning.planner import FeatureLineage, Pair, Plan
 from klio_dagster.storage.registry import SourceRecord
 from klio_dagster.storage.sources import normalize_source_uri
@@ -119,6 +120,10 @@ class Catalogue(ABC):
     @abstractmethod
     def lineage(self, features: Sequence[str], tracks: Sequence[str] | None) -> dict[str, FeatureLineage]:
         """Latest recorded state of ``features`` for ``tracks`` (``None``: all tracks)."""
+
+    @abstractmethod
+    def past_costs(self, features: Sequence[str]) -> dict[str, FeatureCost]:
+        """What recent outputs of ``features`` cost to compute (for a plan's estimate)."""
 
     @abstractmethod
     def record_pings(self, plan: Plan) -> list[Pair]:

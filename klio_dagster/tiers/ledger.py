@@ -59,6 +59,7 @@ from klio_dagster.orchestration.compat import CODE_VERSION_TAG, report_failed_at
 from klio_dagster.orchestration.postgres import POSTGRES_URL_VARIABLE
 from klio_dagster.orchestration.recording import plain
 from klio_dagster.orchestration.runs import RunOutcome, read_outcome
+from klio_dagster.planning.estimate import HISTORY, FeatureCost, cost_of
 from klio_dagster.planning.planner import FeatureLineage, Pair, Plan, stale_cause, state_of
 from klio_dagster.planning.status import stored_output, version_changes
 from klio_dagster.storage.registry import SourceRecord
@@ -232,6 +233,10 @@ class LedgerCatalogue(Catalogue):
                 versions = self.ledger.data_versions(name, tracks)
             result[name] = FeatureLineage(data_versions=versions, storage_ids={})
         return result
+
+    def past_costs(self, features: Sequence[str]) -> dict[str, FeatureCost]:
+        costs = {name: cost_of(self.ledger.recent_measurements(name, HISTORY)) for name in features}
+        return {name: cost for name, cost in costs.items() if cost is not None}
 
     def record_pings(self, plan: Plan) -> list[Pair]:
         walked = [(f, t, "compute") for f, t in plan.to_compute] + [(f, t, "skip") for f, t in plan.skipped]

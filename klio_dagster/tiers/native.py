@@ -35,6 +35,7 @@ from klio_dagster.orchestration.provenance import InputPointers
 from klio_dagster.orchestration.recording import failure_observation, materialization
 from klio_dagster.orchestration.runs import RunOutcome, read_outcome
 from klio_dagster.orchestration.tags import PING_TAG
+from klio_dagster.planning.estimate import FeatureCost, past_costs
 from klio_dagster.planning.explain import explain
 from klio_dagster.planning.lineage import load_lineage
 from klio_dagster.planning.planner import FeatureLineage, Pair, Plan
@@ -101,6 +102,9 @@ class NativeCatalogue(Catalogue):
 
     def lineage(self, features: Sequence[str], tracks: Sequence[str] | None) -> dict[str, FeatureLineage]:
         return load_lineage(self.instance, features, tracks)
+
+    def past_costs(self, features: Sequence[str]) -> dict[str, FeatureCost]:
+        return past_costs(self.instance, features)
 
     def record_pings(self, plan: Plan) -> list[Pair]:
         walked = [(p, "compute") for p in plan.to_compute] + [(p, "skip") for p in plan.skipped]
