@@ -53,6 +53,14 @@ pairs = Table(
     Index("ix_pairs_feature_recorded", "feature", "recorded_at"),
 )
 
+#: The ledger's own settings (``shards``: the shard count its tracks were registered with).
+settings = Table(
+    "klio_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 #: What made each version of a feature (code version, params, decode, libraries): written once per version.
 versions = Table(
     "klio_versions",

@@ -128,7 +128,9 @@ class Ledger:
         try:
             schema.metadata.create_all(self.engine, checkfirst=True)
         except sa.exc.OperationalError as exc:
-            raise ConfigurationError(f"the ledger at {self.engine.url!r} cannot be opened: {exc.orig}") from None
+            raise ConfigurationError(
+                f"the ledger at {self.engine.url.render_as_string(hide_password=True)} cannot be opened: {exc.orig}"
+            ) from None
         except sa.exc.IntegrityError:  # another process created the tables at the same moment
             pass
         self._check_shards()
@@ -137,12 +139,16 @@ class Ledger:
         self.engine.dispose()
 
     def _check_shards(self) -> None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(schema.tracks.c.track_id, schema.tracks.c.shard).limit(1)).first()
-        if row is not None and shard_of(row.track_id, self.shards) != row.shard:
+        """Record the shard count on first use; refuse another one later (every stored shard would be wrong)."""
+        s = schema.settings
+        with self.engine.begin() as conn:
+            conn.execute(self._dialect.insert(s).values(name="shards", value=str(self.shards)).on_conflict_do_nothing())
+            recorded = int(conn.execute(sa.select(s.c.value).where(s.c.name == "shards")).scalar_one())
+        if recorded != self.shards:
             raise ConfigurationError(
-                f"the ledger at {self.engine.url!r} was registered with another shard count than {self.shards}: "
-                "set the location's shard count back (LedgerTier(shards=...), KLIO_LEDGER_SHARDS)"
+                f"the ledger at {self.engine.url.render_as_string(hide_password=True)} holds tracks registered with "
+                f"{recorded} shards, not {self.shards}: set the location's shard count back to {recorded} "
+                "(LedgerTier(shards=...), KLIO_LEDGER_SHARDS)"
             )
 
     # Tracks -----------------------------------------------------------------------------------
