@@ -137,3 +137,39 @@ def test_top_down_wakes_a_parents_tracks_from_its_shard_materialisations_in_one_
     outcome = execute_run(harmony.resolve_job_def("harmony_features_job"), catalogue_of(harmony), child)
     assert sorted(outcome.computed) == sorted(("key", t) for t in tracks)
     assert evaluate_tick(harmony, "harmony_features_top_down", instance, cursor=first.cursor).run_requests == []
+
+
+@pytest.mark.parametrize("tier", ["native"])  # the history is made in the native tier, then moved
+def test_one_command_moves_a_native_history_into_the_ledger_tier(cli, catalogue, klio_env, monkeypatch, tier):
+    broken = klio_env / "broken.flac"
+    broken.write_bytes(b"fLaC" + bytes(range(256)) * 20)
+    assert cli("ingest", *(str(t.path) for t in catalogue[:3]), str(broken))[0] == 0
+    assert cli("materialize", "energy", "--all-tracks")[0] == 1  # broken fails
+    assert cli("materialize", "speechiness", "--tracks", catalogue[0].track_id, "--ping")[0] == 0
+    tracks = [t.track_id for t in catalogue[:3]] + ["broken"]
+    before = {t: cli("status", t)[1] for t in tracks}
+    _, explained = cli("explain", "energy", catalogue[1].track_id)
+
+    code, out = cli("migrate-to-ledger", "--shards", str(SHARDS))
+    assert code == 0, out
+    assert out["tracks"] == 4 and out["pairs"]["energy"] == 3 and out["failures"]["downsample"] == 1
+    assert out["pings"]["speechiness"] == 1 and "KLIO_TIER=ledger" in out["next"]
+    assert cli("migrate-to-ledger", "--shards", str(SHARDS))[1]["pairs"] == out["pairs"]  # again: harmless
+
+    monkeypatch.setenv("KLIO_TIER", "ledger")
+    monkeypatch.delitem(sys.modules, "definitions")
+    shown = ("feature", "state", "stored", "code_version", "run_id", "uri", "error", "ping_decision")
+    for track in tracks:
+        _, after = cli("status", track)
+        assert [{k: r.get(k) for k in shown} for r in after] == [{k: r.get(k) for k in shown} for r in before[track]], track
+        for was, now in zip(before[track], after):
+            assert (was.get("timestamp") is None) == (now.get("timestamp") is None)
+            for key in ("compute_s", "sample_rate_hz", "params", "libraries", "version", "source_uri"):
+                assert (was.get("metadata") or {}).get(key) == (now.get("metadata") or {}).get(key), (track, key)
+    _, moved = cli("explain", "energy", catalogue[1].track_id)
+    assert moved["data_version"] == explained["data_version"] and moved["run_id"] == explained["run_id"]
+    assert [i["data_version"] for i in moved["inputs"] if i["feature"] != "audio"] == [
+        i["data_version"] for i in explained["inputs"] if i["feature"] != "audio"
+    ]
+    code, out = cli("plan", "energy", "--all-tracks")  # what was current stays current: only the broken track's line
+    assert code == 0 and out["to_compute"] == [["downsample", "broken"], ["beat_tracking", "broken"], ["energy", "broken"]]

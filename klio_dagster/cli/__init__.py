@@ -15,11 +15,23 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from klio_dagster.cli import consume, demo, explain, ingest, init, materialize, new_feature, plan, publish, status
+from klio_dagster.cli import (
+    consume,
+    demo,
+    explain,
+    ingest,
+    init,
+    materialize,
+    migrate,
+    new_feature,
+    plan,
+    publish,
+    status,
+)
 from klio_dagster.cli.output import EXIT_USAGE
 from klio_dagster.errors import KlioError
 
-COMMANDS = (ingest, plan, materialize, consume, publish, status, explain, new_feature, demo, init)
+COMMANDS = (ingest, plan, materialize, consume, publish, status, explain, new_feature, demo, init, migrate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,6 +50,8 @@ class Recorded:
     run_id: str
     compute_s: float | None = None
     metadata: Mapping[str, Any] | None = None
+    #: When it was recorded (default: now); a migration keeps the event log's time.
+    at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Failed:
     track_id: str
     run_id: str
     error: str
+    at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -240,7 +243,7 @@ class Ledger:
             {
                 "feature": r.feature, "track_id": r.track_id, "shard": shard_of(r.track_id, self.shards),
                 "data_version": r.data_version, "code_version": r.code_version, "uri": r.uri, "run_id": r.run_id,
-                "compute_s": r.compute_s, "recorded_at": now,
+                "compute_s": r.compute_s, "recorded_at": r.at or now,
                 "metadata": json.dumps(dict(r.metadata), default=str, separators=(",", ":")) if r.metadata else None,
             }
             for r in rows
@@ -252,17 +255,18 @@ class Ledger:
         now = time.time()
         values = [
             {"feature": r.feature, "track_id": r.track_id, "shard": shard_of(r.track_id, self.shards),
-             "failed_at": now, "failed_run_id": r.run_id, "error": r.error}
+             "failed_at": r.at or now, "failed_run_id": r.run_id, "error": r.error}
             for r in rows
         ]
         self._upsert(values, ["failed_at", "failed_run_id", "error"])
 
-    def record_pings(self, walked: Sequence[tuple[str, str, str]]) -> None:
-        """Record ``(feature, track, decision)`` pings: the plan was walked, nothing computed."""
+    def record_pings(self, walked: Sequence[tuple[str, str, str]], times: Sequence[float] | None = None) -> None:
+        """Record ``(feature, track, decision)`` pings (the plan was walked, nothing computed), at ``times`` or now."""
         now = time.time()
         values = [
-            {"feature": f, "track_id": t, "shard": shard_of(t, self.shards), "pinged_at": now, "ping_decision": d}
-            for f, t, d in walked
+            {"feature": f, "track_id": t, "shard": shard_of(t, self.shards), "pinged_at": times[i] if times else now,
+             "ping_decision": d}
+            for i, (f, t, d) in enumerate(walked)
         ]
         self._upsert(values, ["pinged_at", "ping_decision"])
 

@@ -70,8 +70,8 @@ LEDGER_URL_VARIABLE = "KLIO_LEDGER_URL"
 #: The check every feature gets in the ledger tier: fails for a shard while tracks of it have failed.
 SHARD_CHECK = "shard_tracks"
 #: What goes to the versions table once per version rather than into every pair's metadata.
-_PROVENANCE = frozenset({"code_version", "version", "params", "decode", "libraries"})
-_NOT_KEPT = _PROVENANCE | {"uri", "compute_s", "preview"}
+PROVENANCE = frozenset({"code_version", "version", "params", "decode", "libraries"})
+NOT_KEPT = PROVENANCE | {"uri", "compute_s", "preview"}
 #: Results buffered before they are written (one transaction).
 _FLUSH_ROWS = 5_000
 
@@ -103,7 +103,7 @@ class LedgerRecorder(Recorder):
         self._versions: dict[tuple[str, str], dict[str, Any]] = {}
 
     def success(self, result: PairResult, feature: Feature, read_later: bool) -> Iterator[Any]:
-        metadata = {k: plain(v) for k, v in result.metadata.items() if k not in _NOT_KEPT}
+        metadata = {k: plain(v) for k, v in result.metadata.items() if k not in NOT_KEPT}
         if result.input_versions:
             metadata["input_data_versions"] = dict(result.input_versions)
         compute_s = result.metadata.get("compute_s")
@@ -112,7 +112,7 @@ class LedgerRecorder(Recorder):
                      self._context.run_id, float(compute_s) if compute_s is not None else None, metadata)
         )
         if (feature.name, feature.version) not in self._versions:
-            self._versions[(feature.name, feature.version)] = {k: v for k, v in provenance(feature).items() if k in _PROVENANCE}
+            self._versions[(feature.name, feature.version)] = {k: v for k, v in provenance(feature).items() if k in PROVENANCE}
         self._computed[(feature.name, self._catalogue.shard_of(result.track_id))] += 1
         if len(self._recorded) + len(self._failed) >= _FLUSH_ROWS or read_later:
             self.flush()  # an input computed in this run is read back from the ledger by its reader's lineage
