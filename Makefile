@@ -26,7 +26,7 @@ demo: setup  ## generate 12 tracks, ingest them through the local queue, compute
 
 dev: setup  ## the Dagster UI and daemon on the same instance (http://127.0.0.1:3000)
 	$(BIN)/klio-dagster init > /dev/null
-	DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true $(BIN)/dagster dev -w workspace.yaml
+	DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true DAGSTER_EVENT_BATCH_SIZE=1000 $(BIN)/dagster dev -w workspace.yaml
 
 test: setup  ## the whole test suite, every layer (pytest's exit 5, "no tests collected", is reported and fails)
 	@case "$(PYTEST_ARGS)" in *"-m unit"*|*"-m sensor"*|*"-m integration"*) ;; *) $(MAKE) --no-print-directory browser ;; esac

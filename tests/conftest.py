@@ -94,6 +94,7 @@ def klio_env(tmp_path, tmp_path_factory, monkeypatch, request, instance_storage,
     Code locations are imported again for each test, since the tier is read when they are defined.
     """
     monkeypatch.setenv("KLIO_TIER", tier)
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # as commands set it: batches on Postgres
     monkeypatch.setenv("KLIO_LEDGER_SHARDS", str(TEST_SHARDS))
     monkeypatch.delenv("KLIO_LEDGER_URL", raising=False)
     for module in [m for m in sys.modules if m == "definitions" or m.startswith(("definitions.", "examples.harmony"))]:

@@ -80,12 +80,16 @@ def test_reads_by_tracks_range_run_and_shard(ledger):
 
 
 @pytest.mark.integration
-def test_track_pages_cover_the_catalogue_once_in_key_order(ledger):
+def test_track_pages_cover_the_catalogue_once_shard_by_shard(ledger):
     tracks = [f"t{i:05d}" for i in range(1_234)]
     ledger.register({t: Source("/m/x.wav") for t in reversed(tracks)})
     pages = list(ledger.track_pages(page_size=500))
-    assert [len(p) for p in pages] == [500, 500, 234]
-    assert [t for p in pages for t in p] == tracks
+    listed = [t for p in pages for t in p]
+    assert sorted(listed) == tracks and len(listed) == len(tracks)
+    assert listed == sorted(tracks, key=lambda t: (shard_of(t, 16), t))
+    assert all(250 <= len(p) <= 500 for p in pages[:-1])
+    ends = [shard_of(p[-1], 16) != shard_of(n[0], 16) for p, n in zip(pages, pages[1:])]
+    assert all(ends)  # each page ends at a shard's end (16 shards of ~77 tracks)
 
 
 @pytest.mark.integration

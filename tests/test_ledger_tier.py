@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
+from dagster import AssetCheckKey, AssetKey, DagsterEventType, DagsterInstance, materialize
 from runs import catalogue_of
 
 import definitions
@@ -58,8 +58,9 @@ def test_a_shard_materialised_from_the_ui_computes_its_tracks_and_records_one_ev
     result = materialize([assets], selection=[AssetKey("energy")], partition_key=shard_key(shard, SHARDS),
                          instance=instance, resources=resources(klio_env), raise_on_error=False)
     assert result.success
+    records = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
     made = [(m.asset_key.path[-1], m.partition, m.metadata["tracks_computed"].value)
-            for m in (e.step_materialization_data.materialization for e in result.get_asset_materialization_events())]
+            for m in (r.asset_materialization for r in records)]
     key = shard_key(shard, SHARDS)
     assert made == [("downsample", key, len(members)), ("beat_tracking", key, len(members)), ("energy", key, len(members))]
     assert not instance.get_dynamic_partitions("tracks")  # tracks are rows of the ledger, not partitions

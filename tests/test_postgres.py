@@ -7,7 +7,7 @@ test on SQLite and on this real Postgres server (``INSTANCE_STORAGES``).
 from __future__ import annotations
 
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterEventType, DagsterInstance
 
 from klio_dagster.orchestration.instance import instance_config
 from klio_dagster.orchestration.postgres import POSTGRES_URL_VARIABLE
@@ -36,3 +36,32 @@ def test_a_storage_switch_is_refused_rather_than_hiding_the_history(cli, ingeste
     monkeypatch.setenv(POSTGRES_URL_VARIABLE, "postgresql+psycopg2://nobody@127.0.0.1:1/none")
     code, message = cli("plan", "energy", "--tracks", ingested[0])
     assert code == 2 and "keeps this instance's history in SQLite" in message
+
+
+def test_on_postgres_a_runs_materialisations_are_stored_in_batches_per_feature(cli, ingested, klio_env, monkeypatch):
+    from dagster._core.storage.event_log.base import EventLogStorage
+
+    from klio_dagster.orchestration.compat import stores_event_batches
+
+    instance = DagsterInstance.get()
+    assert stores_event_batches(instance)
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    assert not stores_event_batches(instance)  # batching off: one write per pair, as on SQLite
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    batches: list[tuple[str, int]] = []
+    storage_class = type(instance.event_log_storage)
+    original = storage_class.store_event_batch
+
+    def spy(self, events):
+        if events[0].get_dagster_event().event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            batches.append((events[0].get_dagster_event().asset_key.path[-1], len(events)))
+        return original(self, events)
+
+    monkeypatch.setattr(storage_class, "store_event_batch", spy)
+    assert storage_class.store_event_batch is not EventLogStorage.store_event_batch
+    code, out = cli("materialize", "energy", "--tracks", *ingested[:3])
+    assert code == 0 and len(out["computed"]) == 9
+    assert batches == [("downsample", 3), ("beat_tracking", 3), ("energy", 3)]  # parents first, one write each
+    code, rows = cli("explain", "energy", ingested[1])
+    assert code == 0 and [i["feature"] for i in rows["inputs"]] == ["beat_tracking", "downsample"]
+    assert all(i.get("note") is None for i in rows["inputs"])  # every input pointer names its materialisation

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance, materialize
+from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, materialize
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value  # what the UI reads
 from probe_features import schema_graph
 from runs import catalogue_of, run_plan
@@ -61,11 +61,11 @@ def test_materialize_of_one_partition_in_the_ui_computes_its_missing_line_and_re
     track = ingested[0]
     result = ui_run(klio_env, track, "energy")
     assert result.success
-    made = [(m.asset_key.path[-1], m.partition)
-            for m in (e.step_materialization_data.materialization for e in result.get_asset_materialization_events())]
+    instance = DagsterInstance.get()
+    made = [(r.asset_key.path[-1], r.partition_key)
+            for r in instance.get_records_for_run(result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records]
     assert made == [("downsample", track), ("beat_tracking", track), ("energy", track)]  # never siblings
 
-    instance = DagsterInstance.get()
     downsample, beats, energy = (recorded(instance, f, track) for f in ("downsample", "beat_tracking", "energy"))
     tags = energy.asset_materialization.tags
     assert tags[get_input_data_version_tag(AssetKey("beat_tracking"))] == beats.asset_materialization.tags["dagster/data_version"]

@@ -26,7 +26,7 @@ from dagster import DagsterInstance, Definitions, JobDefinition
 
 from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import LocationError
-from klio_dagster.orchestration.compat import RemoteJobOrigin, remote_job_origin
+from klio_dagster.orchestration.compat import EVENT_BATCH_SIZE_VARIABLE, RemoteJobOrigin, remote_job_origin
 from klio_dagster.orchestration.factory import FeatureLocation, find_feature_location
 from klio_dagster.orchestration.instance import write_local_instance_config
 from klio_dagster.orchestration.resources import FeatureExecutorResource
@@ -35,6 +35,8 @@ from klio_dagster.storage.stores import FeatureStore
 from klio_dagster.tiers import Catalogue
 
 DEFAULT_LOCATION = "definitions"
+#: Events Dagster may hold before it writes a batch (klio-dagster's batches end sooner: every 100 tracks).
+EVENT_BATCH_SIZE = 1_000
 #: Where unset locations point, relative to the working directory (the project's `data/`).
 LOCAL_DEFAULTS = {
     "DAGSTER_HOME": "dagster_home",
@@ -79,6 +81,8 @@ def prepare_environment() -> None:
     data = Path(os.environ.setdefault("KLIO_DATA", str(Path.cwd() / "data")))
     for name, sub in LOCAL_DEFAULTS.items():
         os.environ.setdefault(name, str(data / sub))
+    # Runs store materialisations in batches where the instance can (Postgres): see NativeRecorder.
+    os.environ.setdefault(EVENT_BATCH_SIZE_VARIABLE, str(EVENT_BATCH_SIZE))
     write_local_instance_config(Path(os.environ["DAGSTER_HOME"]))
 
 

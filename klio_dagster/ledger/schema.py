@@ -22,7 +22,7 @@ tracks = Table(
     Column("source_uri", Text, nullable=False),
     Column("from_event", Boolean, nullable=False, default=False),
     Column("registered_at", Float, nullable=False),
-    Index("ix_tracks_shard", "shard"),
+    Index("ix_tracks_shard", "shard", "track_id"),
 )
 
 pairs = Table(

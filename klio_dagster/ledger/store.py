@@ -191,18 +191,27 @@ class Ledger:
             return conn.execute(sa.select(sa.func.count()).select_from(schema.tracks)).scalar_one()
 
     def track_pages(self, page_size: int = 50_000) -> Iterator[list[str]]:
-        """Every registered track, in track ID order, ``page_size`` at a time (keyset paging: flat memory)."""
-        column, after = schema.tracks.c.track_id, None
+        """Every registered track, shard by shard, ``page_size`` at a time (keyset paging: flat memory).
+
+        A page holds whole shards where they fit, so that a run over a page records
+        few (feature, shard) events: a page ends at a shard's end if one ends in its
+        second half.
+        """
+        t = schema.tracks
+        after: tuple[int, str] | None = None
         while True:
-            query = sa.select(column).order_by(column).limit(page_size)
+            query = sa.select(t.c.shard, t.c.track_id).order_by(t.c.shard, t.c.track_id).limit(page_size)
             if after is not None:
-                query = query.where(column > after)
+                query = query.where(sa.tuple_(t.c.shard, t.c.track_id) > sa.tuple_(*after))
             with self.engine.connect() as conn:
-                page = list(conn.execute(query).scalars())
-            if not page:
+                rows = list(conn.execute(query))
+            if not rows:
                 return
-            yield page
-            after = page[-1]
+            if len(rows) == page_size:
+                ends = [i for i in range(len(rows) // 2, len(rows) - 1) if rows[i].shard != rows[i + 1].shard]
+                rows = rows[: ends[-1] + 1] if ends else rows
+            yield [r.track_id for r in rows]
+            after = (rows[-1].shard, rows[-1].track_id)
 
     def tracks_in_shards(self, shards: Iterable[int]) -> list[str]:
         t = schema.tracks

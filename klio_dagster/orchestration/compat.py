@@ -7,7 +7,10 @@ loudly, before anything else does.
 
 from __future__ import annotations
 
+import os
 import sys
+import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dagster import AssetKey
@@ -34,13 +37,18 @@ from dagster._core.definitions.job_base import InMemoryJob
 # materialise it; its own "failed to materialize" events are not stored by the OSS storages. A run
 # over an arbitrary set of tracks has no partition, so Dagster plans none: the step reports the
 # planned event of each pair that failed. No public API reports a planned event.
-from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+# Many materialisations of one asset stored in one write: Dagster batches events logged with batch
+# metadata when DAGSTER_EVENT_BATCH_SIZE > 0, and Postgres stores a batch in one statement
+# (`store_event_batch`; SQLite stores them one by one). A yielded event carries no batch metadata;
+# only the step context's private event constructor takes it.
+from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, DagsterEventBatchMetadata
 from dagster._core.execution.api import create_execution_plan, execute_run_iterator
 
 # A run the CLI executes in its own process names the code location and job the UI knows it by, as a
 # run the webserver or daemon launches does; `create_run_for_job` takes the origin, but the origin
 # classes are not public.
 from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.event_log.base import EventLogStorage
 
 # Dagster's documented tag names (the run queue's priority, a backfill's ID): documented in
 # the run-coordinator guide, exported only by the private `dagster._core.storage.tags`.
@@ -56,7 +64,7 @@ from dagster._core.storage.tags import (
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 if TYPE_CHECKING:
-    from dagster import AssetExecutionContext, AssetsDefinition
+    from dagster import AssetExecutionContext, AssetMaterialization, AssetsDefinition, DagsterInstance
 
     from klio_dagster.core.graph import FeatureGraph
     from klio_dagster.tiers.base import Tier
@@ -88,6 +96,26 @@ def feature_graph_of(assets: AssetsDefinition) -> FeatureGraph | None:
 def tier_of(assets: AssetsDefinition) -> Tier:
     """The tier of the feature assets ``assets`` (see :func:`attach_feature_graph`)."""
     return getattr(_decorated_fn(assets), _TIER_ATTRIBUTE)
+
+
+#: Events per batch when klio-dagster turns batching on (below it, a batch is one write).
+EVENT_BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
+
+
+def stores_event_batches(instance: DagsterInstance) -> bool:
+    """Whether this process's instance writes a batch of events at once: batching on, and a storage that can."""
+    size = os.environ.get(EVENT_BATCH_SIZE_VARIABLE, "0").strip()
+    storage = type(instance.event_log_storage)
+    return size.isdigit() and int(size) > 0 and storage.store_event_batch is not EventLogStorage.store_event_batch
+
+
+def log_materialization_batch(context: AssetExecutionContext, materializations: Sequence[AssetMaterialization]) -> None:
+    """Store ``materializations`` (of one asset) as one batch; see :func:`stores_event_batches`."""
+    step = context.get_step_execution_context()
+    batch = f"{context.run_id}:{uuid.uuid4().hex}"
+    for i, materialization in enumerate(materializations):
+        end = DagsterEventBatchMetadata(batch, is_end=i == len(materializations) - 1)
+        DagsterEvent.asset_materialization(step, materialization, batch_metadata=end)
 
 
 def report_failed_attempt(context: AssetExecutionContext, asset_key: AssetKey, partition: str) -> None:

@@ -64,6 +64,13 @@ class InputPointers:
         )
         self._found[(feature, track)] = ids.get(track)
 
+    def recorded_many(self, feature: str, tracks: list[str]) -> None:
+        """:meth:`recorded` for many tracks of ``feature``, in one query."""
+        ids = self._context.instance.event_log_storage.get_latest_storage_id_by_partition(
+            AssetKey(feature), DagsterEventType.ASSET_MATERIALIZATION, partitions=set(tracks)
+        )
+        self._found.update({(feature, t): ids.get(t) for t in tracks})
+
     def pointer(self, feature: str, track: str) -> int | None:
         if (feature, track) in self._found:
             return self._found[(feature, track)]

@@ -20,8 +20,8 @@ from klio_dagster.planning.planner import FeatureLineage, Plan, plan
 if TYPE_CHECKING:
     from klio_dagster.tiers.base import Catalogue
 
-#: Above this many tracks, one query over all partitions beats a huge IN clause.
-_MAX_FILTERED_PARTITIONS = 500
+#: Up to this many tracks (a page) are named in the query; more, and one query over all partitions is faster.
+_MAX_FILTERED_PARTITIONS = 10_000
 
 def load_lineage(instance: DagsterInstance, features: Iterable[str], tracks: Sequence[str] | None) -> dict[str, FeatureLineage]:
     """Latest materialisation state of ``features`` for ``tracks`` (``None``: all tracks)."""

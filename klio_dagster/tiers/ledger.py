@@ -55,7 +55,12 @@ from klio_dagster.ledger import (
     shard_number,
     shard_of,
 )
-from klio_dagster.orchestration.compat import CODE_VERSION_TAG, report_failed_attempt
+from klio_dagster.orchestration.compat import (
+    CODE_VERSION_TAG,
+    log_materialization_batch,
+    report_failed_attempt,
+    stores_event_batches,
+)
 from klio_dagster.orchestration.postgres import POSTGRES_URL_VARIABLE
 from klio_dagster.orchestration.recording import plain
 from klio_dagster.orchestration.runs import RunOutcome, read_outcome
@@ -114,8 +119,8 @@ class LedgerRecorder(Recorder):
         if (feature.name, feature.version) not in self._versions:
             self._versions[(feature.name, feature.version)] = {k: v for k, v in provenance(feature).items() if k in PROVENANCE}
         self._computed[(feature.name, self._catalogue.shard_of(result.track_id))] += 1
-        if len(self._recorded) + len(self._failed) >= _FLUSH_ROWS or read_later:
-            self.flush()  # an input computed in this run is read back from the ledger by its reader's lineage
+        if len(self._recorded) + len(self._failed) >= _FLUSH_ROWS:
+            self.flush()
         return iter(())
 
     def failure(self, feature: str, track: str, error: str) -> Iterator[Any]:
@@ -138,11 +143,13 @@ class LedgerRecorder(Recorder):
         touched: dict[str, set[int]] = defaultdict(set)
         for feature, shard in [*self._computed, *self._failures]:
             touched[feature].add(shard)
+        batched = stores_event_batches(self._context.instance)
         for feature in self._graph.order:
             if feature not in touched:
                 continue
             version = self._graph[feature].version
             counts = self._catalogue.ledger.shard_counts(feature, version, touched[feature])
+            materializations, checks = [], []
             for shard in sorted(touched[feature]):
                 key = shard_key(shard, tier.shards)
                 computed, failed, now = self._computed.get((feature, shard), 0), self._failures.get((feature, shard), 0), counts[shard]
@@ -151,20 +158,25 @@ class LedgerRecorder(Recorder):
                     "shard_tracks": now["tracks"], "shard_current": now["current"], "shard_failed": now["failed"],
                 }
                 if computed:
-                    yield AssetMaterialization(
+                    materializations.append(AssetMaterialization(
                         asset_key=feature, partition=key, metadata=metadata, tags={CODE_VERSION_TAG: version},
                         description=f"{key}: {computed} computed, {failed} failed; {now['current']} of its {now['tracks']} tracks current",
-                    )
+                    ))
                 else:
                     report_failed_attempt(self._context, AssetKey(feature), key)
-                yield AssetCheckEvaluation(
+                checks.append(AssetCheckEvaluation(
                     asset_key=AssetKey(feature), check_name=SHARD_CHECK, passed=now["failed"] == 0, partition=key,
                     severity=AssetCheckSeverity.ERROR, metadata=metadata,
                     description=(
                         f"{now['failed']} tracks of {key} failed {feature}: `klio-dagster status TRACK` shows each one's error"
                         if now["failed"] else None
                     ),
-                )
+                ))
+            if batched:  # one write per feature (Postgres), as the native tier's successes
+                log_materialization_batch(self._context, materializations)
+            else:
+                yield from materializations
+            yield from checks
 
 
 class LedgerCatalogue(Catalogue):
