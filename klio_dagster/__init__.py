@@ -22,6 +22,10 @@ _EXPORTS = {
     "build_feature_definitions": "orchestration.factory",
     "find_feature_location": "orchestration.factory",
     "tracks_partitions": "orchestration.partitions",
+    "Tier": "tiers.base",
+    "NativeTier": "tiers.native",
+    "LedgerTier": "tiers.ledger",
+    "tier_from_environment": "tiers",
     "FeatureExecutorResource": "orchestration.resources",
     "FeatureStoreResource": "orchestration.resources",
     "TrackSourcesResource": "orchestration.resources",
@@ -160,6 +164,10 @@ if TYPE_CHECKING:
     from klio_dagster.orchestration.resources import FeatureExecutorResource, FeatureStoreResource, TrackSourcesResource
     from klio_dagster.storage.sources import SourcePolicy
     from klio_dagster.storage.stores import FeatureStore, GCSFeatureStore, LocalFeatureStore, open_store
+    from klio_dagster.tiers import tier_from_environment
+    from klio_dagster.tiers.base import Tier
+    from klio_dagster.tiers.ledger import LedgerTier
+    from klio_dagster.tiers.native import NativeTier
 
 
 def __getattr__(name: str) -> Any:

@@ -120,3 +120,14 @@ def test_shards_are_stable_and_their_keys_sort_as_numbers():
     for i in range(64_000):
         counts[shard_of(f"track-{i}", 64)] += 1
     assert min(counts) > 800 and max(counts) < 1200  # spread evenly
+
+
+@pytest.mark.integration
+def test_a_page_reads_its_lineage_by_shard_and_only_its_own_tracks(ledger):
+    tracks = [f"t{i:04d}" for i in range(400)]
+    ledger.register({t: Source("/m/x.wav") for t in tracks})
+    ledger.record([recorded("energy", t) for t in tracks[::2]])
+    pages = list(ledger.track_pages(page_size=100))
+    for page in pages:
+        assert page.shards == {shard_of(t, 16) for t in page}
+        assert ledger.data_versions_in_page("energy", page) == ledger.data_versions("energy", list(page))

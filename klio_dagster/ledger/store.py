@@ -91,6 +91,14 @@ class PairState:
         return self.failed_at is not None and (self.recorded_at is None or self.failed_at > self.recorded_at)
 
 
+class TrackPage(list):
+    """A page of track IDs (a ``list``) that knows the shards it spans, so lineage is read by shard."""
+
+    def __init__(self, tracks: Iterable[str], shards: Iterable[int]):
+        super().__init__(tracks)
+        self.shards = frozenset(shards)
+
+
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 60})
@@ -190,7 +198,7 @@ class Ledger:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(schema.tracks)).scalar_one()
 
-    def track_pages(self, page_size: int = 50_000) -> Iterator[list[str]]:
+    def track_pages(self, page_size: int = 50_000) -> Iterator[TrackPage]:
         """Every registered track, shard by shard, ``page_size`` at a time (keyset paging: flat memory).
 
         A page holds whole shards where they fit, so that a run over a page records
@@ -210,7 +218,7 @@ class Ledger:
             if len(rows) == page_size:
                 ends = [i for i in range(len(rows) // 2, len(rows) - 1) if rows[i].shard != rows[i + 1].shard]
                 rows = rows[: ends[-1] + 1] if ends else rows
-            yield [r.track_id for r in rows]
+            yield TrackPage((r.track_id for r in rows), {r.shard for r in rows})
             after = (rows[-1].shard, rows[-1].track_id)
 
     def tracks_in_shards(self, shards: Iterable[int]) -> list[str]:
@@ -233,6 +241,16 @@ class Ledger:
                 )
                 found.update((r[0], r[1]) for r in conn.execute(query))
         return found
+
+    def data_versions_in_page(self, feature: str, page: TrackPage) -> dict[str, str]:
+        """:meth:`data_versions` for a page, read by its shards (an index range per shard, no list of IDs)."""
+        p = schema.pairs
+        wanted = set(page)
+        query = sa.select(p.c.track_id, p.c.data_version).where(
+            p.c.feature == feature, p.c.shard.in_(sorted(page.shards)), p.c.data_version.is_not(None)
+        )
+        with self.engine.connect() as conn:
+            return {r[0]: r[1] for r in conn.execute(query) if r[0] in wanted}
 
     def data_versions_between(self, feature: str, first: str, last: str) -> dict[str, str]:
         """:meth:`data_versions` for every track ID in ``[first, last]`` (one range scan of the primary key)."""

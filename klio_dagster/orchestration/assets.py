@@ -115,7 +115,7 @@ def compute_features(
     clean_up_after_dead_runs(instance, store)
     # Claims first, then lineage: a claimant that finishes in between has recorded its pairs by then.
     claimed = claims_before(catalogue, context.run_id)
-    lineage = lineage_for(catalogue, graph, selected, tracks)
+    lineage = lineage_for(catalogue, graph, selected, tracks, pointers=True)
     work = plan(graph, lineage, selected, tracks, force=force, bottom_up=True)
     work, left = leave_to_claimants(work, graph, claimed)
     by_track = work.features_by_track()

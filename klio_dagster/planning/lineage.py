@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 #: Up to this many tracks (a page) are named in the query; more, and one query over all partitions is faster.
 _MAX_FILTERED_PARTITIONS = 10_000
 
-def load_lineage(instance: DagsterInstance, features: Iterable[str], tracks: Sequence[str] | None) -> dict[str, FeatureLineage]:
-    """Latest materialisation state of ``features`` for ``tracks`` (``None``: all tracks)."""
+def load_lineage(
+    instance: DagsterInstance, features: Iterable[str], tracks: Sequence[str] | None, *, storage_ids: bool = True
+) -> dict[str, FeatureLineage]:
+    """Latest materialisation state of ``features`` for ``tracks`` (``None``: all tracks).
+
+    ``storage_ids=False`` leaves out the materialisations' storage IDs (planning needs only the
+    data versions; recording needs the IDs for its input pointers): one query per feature, not two.
+    """
     storage = instance.event_log_storage
     partitions = list(tracks) if tracks is not None and len(tracks) <= _MAX_FILTERED_PARTITIONS else None
     lineage = {}
@@ -35,7 +41,7 @@ def load_lineage(instance: DagsterInstance, features: Iterable[str], tracks: Seq
         )
         ids = storage.get_latest_storage_id_by_partition(
             key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(partitions) if partitions else None
-        )
+        ) if storage_ids else {}
         lineage[name] = FeatureLineage(
             data_versions={t: v[DATA_VERSION_TAG] for t, v in tags.items() if DATA_VERSION_TAG in v},
             storage_ids=dict(ids),
@@ -59,6 +65,11 @@ def plan_against(
     return plan(graph, lineage, requested, tracks, force=force, bottom_up=bottom_up, only=only)
 
 
-def lineage_for(catalogue: Catalogue, graph: FeatureGraph, features: Iterable[str], tracks: Sequence[str]) -> dict[str, FeatureLineage]:
-    """The lineage planning ``features`` needs: theirs, their ancestors' and other locations' inputs."""
-    return catalogue.lineage([*graph.with_ancestors(list(features)), *graph.external_names], tracks)
+def lineage_for(
+    catalogue: Catalogue, graph: FeatureGraph, features: Iterable[str], tracks: Sequence[str], *, pointers: bool = False
+) -> dict[str, FeatureLineage]:
+    """The lineage planning ``features`` needs: theirs, their ancestors' and other locations' inputs.
+
+    ``pointers``: with what recording needs besides (see :meth:`~klio_dagster.tiers.base.Catalogue.lineage`).
+    """
+    return catalogue.lineage([*graph.with_ancestors(list(features)), *graph.external_names], tracks, pointers=pointers)

@@ -118,8 +118,11 @@ class Catalogue(ABC):
 
     # Lineage and outcomes
     @abstractmethod
-    def lineage(self, features: Sequence[str], tracks: Sequence[str] | None) -> dict[str, FeatureLineage]:
-        """Latest recorded state of ``features`` for ``tracks`` (``None``: all tracks)."""
+    def lineage(self, features: Sequence[str], tracks: Sequence[str] | None, *, pointers: bool = False) -> dict[str, FeatureLineage]:
+        """Latest recorded state of ``features`` for ``tracks`` (``None``: all tracks).
+
+        ``pointers``: also what the tier's recorder needs to point at each input's record.
+        """
 
     @abstractmethod
     def past_costs(self, features: Sequence[str]) -> dict[str, FeatureCost]:

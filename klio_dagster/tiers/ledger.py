@@ -50,6 +50,7 @@ from klio_dagster.ledger import (
     PairState,
     Recorded,
     Source,
+    TrackPage,
     shard_key,
     shard_keys,
     shard_number,
@@ -236,11 +237,13 @@ class LedgerCatalogue(Catalogue):
         return self.ledger.tracks_in_shards(shards)
 
     # Lineage and outcomes
-    def lineage(self, features: Sequence[str], tracks: Sequence[str] | None) -> dict[str, FeatureLineage]:
+    def lineage(self, features: Sequence[str], tracks: Sequence[str] | None, *, pointers: bool = False) -> dict[str, FeatureLineage]:
         result = {}
         for name in dict.fromkeys(features):
             if tracks is None:
                 versions = self.ledger.data_versions_between(name, "", "\U0010ffff")
+            elif isinstance(tracks, TrackPage):
+                versions = self.ledger.data_versions_in_page(name, tracks)
             else:
                 versions = self.ledger.data_versions(name, tracks)
             result[name] = FeatureLineage(data_versions=versions, storage_ids={})

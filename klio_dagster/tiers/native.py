@@ -124,8 +124,8 @@ class NativeCatalogue(Catalogue):
     def tracks_of_partitions(self, keys: Sequence[str]) -> list[str]:
         return list(keys)
 
-    def lineage(self, features: Sequence[str], tracks: Sequence[str] | None) -> dict[str, FeatureLineage]:
-        return load_lineage(self.instance, features, tracks)
+    def lineage(self, features: Sequence[str], tracks: Sequence[str] | None, *, pointers: bool = False) -> dict[str, FeatureLineage]:
+        return load_lineage(self.instance, features, tracks, storage_ids=pointers)
 
     def past_costs(self, features: Sequence[str]) -> dict[str, FeatureCost]:
         return past_costs(self.instance, features)
