@@ -477,3 +477,16 @@ def test_estimates_count_a_windowed_feature_at_its_window_not_the_track():
     assert cost["per_feature"]["background"]["cpu_s"] == pytest.approx(2 * 6.0 * 5 / 60)  # 5 s of each track
     assert cost["per_feature"]["energy"]["cpu_s"] == pytest.approx(0.1 * 3)  # the whole 3 minutes
     assert cost["workers"] == 2 and cost["wall_s"] == pytest.approx(cost["cpu_s"] / 2, abs=0.1)
+
+
+def test_the_estimates_sample_of_a_paged_plan_is_bounded_and_uniform():
+    from klio_dagster.planning.estimate import WorkTally
+    from klio_dagster.planning.planner import Plan
+
+    tally = WorkTally(sample_size=100)
+    for page in range(50):  # 50 pages of 1,000 tracks
+        tally.add(Plan([("energy", f"t{page * 1000 + i:05d}") for i in range(1000)]))
+    sample = tally.samples["energy"]
+    assert tally.pairs == {"energy": 50_000} and tally.tracks == 50_000
+    assert len(sample) == 100 == len(set(sample))
+    assert 15 <= sum(int(t[1:]) < 25_000 for t in sample) <= 85  # from the whole stream, not its start

@@ -12,6 +12,8 @@ of a Beam batch.
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,31 +69,56 @@ def past_costs(instance: DagsterInstance, features: Iterable[str], history: int 
     return costs
 
 
+class _Reservoir:
+    """A uniform sample of at most ``size`` items of a stream (Li's algorithm L: work per replacement, not per item)."""
+
+    def __init__(self, size: int, rng: random.Random):
+        self.size, self.rng, self.items, self.seen = size, rng, [], 0
+        self._weight = math.exp(math.log(rng.random()) / size)
+        self._next = size + self._skip()
+
+    def _skip(self) -> int:
+        return int(math.log(self.rng.random()) / math.log(1 - self._weight))
+
+    def extend(self, items: Sequence[str]) -> None:
+        free = min(len(items), self.size - len(self.items))
+        self.items.extend(items[:free])
+        end = self.seen + len(items)
+        while self._next < end:
+            self.items[self.rng.randrange(self.size)] = items[self._next - self.seen]
+            self._weight *= math.exp(math.log(self.rng.random()) / self.size)
+            self._next += self._skip() + 1
+        self.seen = end
+
+
 @dataclass
 class WorkTally:
     """What a plan computes, counted page by page with flat memory: pairs per feature, a sample of their tracks.
 
-    The sample (at most ``sample_size`` tracks per feature, a seeded reservoir) is what
-    the estimate reads durations of.
+    The sample (at most ``sample_size`` tracks per feature, a seeded uniform reservoir) is
+    what the estimate reads durations of.
     """
 
     sample_size: int = DURATION_SAMPLE
     pairs: dict[str, int] = field(default_factory=dict)
-    samples: dict[str, list[str]] = field(default_factory=dict)
     tracks: int = 0
+    _reservoirs: dict[str, _Reservoir] = field(default_factory=dict, repr=False)
     _random: random.Random = field(default_factory=lambda: random.Random(0), repr=False)
 
     def add(self, plan: Plan) -> WorkTally:
         """Count ``plan`` (pages must not share tracks)."""
-        self.tracks += len(plan.features_by_track())
-        for feature, track in plan.to_compute:
-            seen = self.pairs[feature] = self.pairs.get(feature, 0) + 1
-            sample = self.samples.setdefault(feature, [])
-            if len(sample) < self.sample_size:
-                sample.append(track)
-            elif (slot := self._random.randrange(seen)) < self.sample_size:
-                sample[slot] = track
+        self.tracks += len({t for _, t in plan.to_compute})
+        for feature, pairs in itertools.groupby(plan.to_compute, key=lambda pair: pair[0]):
+            tracks = [t for _, t in pairs]
+            self.pairs[feature] = self.pairs.get(feature, 0) + len(tracks)
+            if feature not in self._reservoirs:
+                self._reservoirs[feature] = _Reservoir(self.sample_size, self._random)
+            self._reservoirs[feature].extend(tracks)
         return self
+
+    @property
+    def samples(self) -> dict[str, list[str]]:
+        return {feature: reservoir.items for feature, reservoir in self._reservoirs.items()}
 
     @property
     def features(self) -> list[str]:
