@@ -49,7 +49,8 @@ pairs = Table(
     Index("ix_pairs_track", "track_id"),
     Index("ix_pairs_run", "run_id"),
     Index("ix_pairs_failed_run", "failed_run_id"),
-    Index("ix_pairs_feature_shard", "feature", "shard"),
+    # Covering a page's lineage read (by shard): no table lookup per row.
+    Index("ix_pairs_feature_shard", "feature", "shard", "track_id", "data_version"),
     Index("ix_pairs_feature_recorded", "feature", "recorded_at"),
 )
 

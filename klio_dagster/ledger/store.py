@@ -108,6 +108,7 @@ def _engine(url: str) -> Engine:
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA cache_size=-131072")  # 128 MiB: bulk writes into large indexes stay in memory
             cursor.close()
 
         return engine

@@ -172,32 +172,39 @@ def plan(
             groups.setdefault(frozenset(f for f in requested if columns[f][i] in wanted), []).append(i)
     #: Per feature and track: 1 compute, 2 skip (0: not in the plan).
     decisions: dict[str, list[int]] = {}
+    whole = len(groups) == 1  # every track asks for the same features: no index indirection
     for targets, positions in groups.items():
         closure = graph.with_ancestors(targets) if bottom_up else [f for f in requested if f in targets]
-        computed: dict[str, list[bool]] = {}
+        computed: dict[str, list[int]] = {}
         for name in closure:
             if name in targets and name in forced:
-                needed = [True] * len(positions)
+                needed = [1] * len(positions)
             else:
                 column = states[name]
-                needed = [column[i] != _CURRENT for i in positions]
+                needed = [1 if s != _CURRENT else 2 for s in column] if whole else [1 if column[i] != _CURRENT else 2 for i in positions]
                 for parent in graph.stored_inputs(name):
                     if parent in computed:
-                        needed = [a or b for a, b in zip(needed, computed[parent])]
+                        needed = [a if a < b else b for a, b in zip(needed, computed[parent])]
             computed[name] = needed
-            row = decisions.setdefault(name, [0] * len(tracks))
-            for i, need in zip(positions, needed):
-                row[i] = 1 if need else 2
+            _set(decisions, name, len(tracks), positions, needed, whole)
         for name in requested:
             if name not in computed:
-                row = decisions.setdefault(name, [0] * len(tracks))
-                for i in positions:
-                    row[i] = 2
+                _set(decisions, name, len(tracks), positions, [2] * len(positions), whole)
     result = Plan()
     for name in graph.order:
         row = decisions.get(name)
         if row is None:
             continue
-        result.to_compute.extend((name, t) for t, d in zip(tracks, row) if d == 1)
-        result.skipped.extend((name, t) for t, d in zip(tracks, row) if d == 2)
+        result.to_compute.extend([(name, t) for t, d in zip(tracks, row) if d == 1])
+        result.skipped.extend([(name, t) for t, d in zip(tracks, row) if d == 2])
     return result
+
+
+def _set(decisions: dict[str, list[int]], name: str, n: int, positions: list[int], values: list[int], whole: bool) -> None:
+    """Record ``values`` (1 compute, 2 skip) for ``name`` at ``positions`` of the page's ``n`` tracks."""
+    if whole:
+        decisions[name] = values
+        return
+    row = decisions.setdefault(name, [0] * n)
+    for i, value in zip(positions, values):
+        row[i] = value
