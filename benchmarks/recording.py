@@ -38,6 +38,7 @@ from dagster import (
 from dagster._core.events import DagsterEvent, DagsterEventBatchMetadata
 
 from klio_dagster.ledger import Ledger, Recorded, shard_key, shard_of
+from klio_dagster.orchestration.compat import log_materialization_batch, stores_event_batches
 from klio_dagster.orchestration.instance import instance_config
 from klio_dagster.orchestration.postgres import POSTGRES_URL_VARIABLE, LocalPostgres
 
@@ -74,11 +75,14 @@ def build(mode: str, tracks: list[str], ledger_url: str, shards: int):
                 ledger.record([Recorded(feature, t, _data_version(i), "1", f"/store/{feature}/{t}", context.run_id, 0.01,
                                         {"audio_s": 180.0}) for i, t in enumerate(tracks)])
             touched = sorted({shard_of(t, shards) for t in tracks})
-            for feature in FEATURES:
+            for feature in FEATURES:  # as LedgerRecorder.finish: one batch per feature where the instance can
                 counts = ledger.shard_counts(feature, "1", touched)
-                for shard in touched:
-                    yield AssetMaterialization(feature, partition=shard_key(shard, shards),
-                                               metadata={"shard_current": counts[shard]["current"]})
+                events = [AssetMaterialization(feature, partition=shard_key(shard, shards),
+                                               metadata={"shard_current": counts[shard]["current"]}) for shard in touched]
+                if stores_event_batches(context.instance):
+                    log_materialization_batch(context, events)
+                else:
+                    yield from events
             ledger.close()
 
     return recorder

@@ -213,14 +213,17 @@ class Ledger:
             if after is not None:
                 query = query.where(sa.tuple_(t.c.shard, t.c.track_id) > sa.tuple_(*after))
             with self.engine.connect() as conn:
-                rows = list(conn.execute(query))
+                rows = conn.execute(query).all()
             if not rows:
                 return
-            if len(rows) == page_size:
-                ends = [i for i in range(len(rows) // 2, len(rows) - 1) if rows[i].shard != rows[i + 1].shard]
-                rows = rows[: ends[-1] + 1] if ends else rows
-            yield TrackPage((r.track_id for r in rows), {r.shard for r in rows})
-            after = (rows[-1].shard, rows[-1].track_id)
+            shards = [r[0] for r in rows]
+            if len(rows) == page_size and shards[len(rows) // 2] != shards[-1]:
+                end = len(shards) - 1
+                while shards[end] == shards[-1]:
+                    end -= 1
+                rows, shards = rows[: end + 1], shards[: end + 1]
+            yield TrackPage([r[1] for r in rows], set(shards))
+            after = (rows[-1][0], rows[-1][1])
 
     def tracks_in_shards(self, shards: Iterable[int]) -> list[str]:
         t = schema.tracks
@@ -251,7 +254,8 @@ class Ledger:
             p.c.feature == feature, p.c.shard.in_(sorted(page.shards)), p.c.data_version.is_not(None)
         )
         with self.engine.connect() as conn:
-            return {r[0]: r[1] for r in conn.execute(query) if r[0] in wanted}
+            rows = conn.execute(query).all()
+        return {track: version for track, version in rows if track in wanted}
 
     def data_versions_between(self, feature: str, first: str, last: str) -> dict[str, str]:
         """:meth:`data_versions` for every track ID in ``[first, last]`` (one range scan of the primary key)."""

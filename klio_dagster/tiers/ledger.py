@@ -185,9 +185,6 @@ class LedgerCatalogue(Catalogue):
 
     tier: LedgerTier
 
-    def __init__(self, tier: LedgerTier, instance: DagsterInstance, store: FeatureStore):
-        super().__init__(tier, instance, store)
-
     @cached_property
     def ledger(self) -> Ledger:
         return Ledger(self.tier.url or default_ledger_url(), self.tier.shards)
