@@ -131,3 +131,23 @@ def test_a_page_reads_its_lineage_by_shard_and_only_its_own_tracks(ledger):
     for page in pages:
         assert page.shards == {shard_of(t, 16) for t in page}
         assert ledger.data_versions_in_page("energy", page) == ledger.data_versions("energy", list(page))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("variables", "error"),
+    [({"KLIO_TIER": "shards"}, "use 'native'"), ({"KLIO_TIER": "ledger", "KLIO_LEDGER_SHARDS": "0"}, "positive whole"),
+     ({"KLIO_TIER": "ledger", "KLIO_LEDGER_SHARDS": "many"}, "positive whole")],
+)
+def test_a_tier_misconfigured_in_the_environment_says_what_to_set(monkeypatch, variables, error):
+    from klio_dagster.tiers import LedgerTier, NativeTier, tier_from_environment
+
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=error):
+        tier_from_environment()
+    monkeypatch.setenv("KLIO_TIER", "Ledger")
+    monkeypatch.setenv("KLIO_LEDGER_SHARDS", "64")
+    assert tier_from_environment() == LedgerTier(shards=64)
+    monkeypatch.delenv("KLIO_TIER")
+    assert isinstance(tier_from_environment(), NativeTier)

@@ -151,6 +151,8 @@ def test_one_command_moves_a_native_history_into_the_ledger_tier(cli, catalogue,
     before = {t: cli("status", t)[1] for t in tracks}
     _, explained = cli("explain", "energy", catalogue[1].track_id)
 
+    code, err = cli("migrate-to-ledger", "--shards", "0")
+    assert code == 2 and "positive number of shards" in err
     code, out = cli("migrate-to-ledger", "--shards", str(SHARDS))
     assert code == 0, out
     assert out["tracks"] == 4 and out["pairs"]["energy"] == 3 and out["failures"]["downsample"] == 1
