@@ -15,7 +15,7 @@ from klio_dagster.tiers.migration import migrate_to_ledger
 
 
 def run(args: argparse.Namespace) -> int:
-    shards = args.shards or int(os.environ.get(SHARDS_VARIABLE) or DEFAULT_SHARDS)
+    shards = args.shards if args.shards is not None else int(os.environ.get(SHARDS_VARIABLE) or DEFAULT_SHARDS)
     if shards < 1:
         raise InvalidRequest(f"--shards {shards}: give a positive number of shards")
     loc = load_location()
