@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from dagster import DagsterInstance, Definitions
 
-from klio_dagster import find_feature_location
+from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource, find_feature_location
+from klio_dagster.orchestration.resources import TrackSourcesResource
 from klio_dagster.orchestration.runs import RunOutcome, execute_run, run_request_for
 from klio_dagster.planning.planner import Plan
 from klio_dagster.tiers import Catalogue
@@ -24,3 +25,13 @@ def catalogue_of(defs: Definitions) -> Catalogue:
     location, _, _ = find_feature_location(defs)
     with defs.resources["klio_store"].process_config_and_initialize_cm() as store:
         return location.tier.open(DagsterInstance.get(), store.get_store())
+
+
+def local_resources(klio_env) -> dict:
+    """The embedded resources on the test's store, executing in-process."""
+    return {
+        "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
+        "klio_executor": FeatureExecutorResource(mode="in_process"),
+        "klio_output": OutputEventsResource(),
+        "klio_sources": TrackSourcesResource(),
+    }

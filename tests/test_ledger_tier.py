@@ -10,15 +10,14 @@ import sys
 
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterEventType, DagsterInstance, materialize
-from runs import catalogue_of
+from runs import catalogue_of, local_resources
 
 import definitions
 from examples.reference_graph import reference_graph
-from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource, build_feature_assets
+from klio_dagster import build_feature_assets
 from klio_dagster.events.local_queue import LocalQueue
 from klio_dagster.events.messages import TrackEvent
 from klio_dagster.ledger import shard_key, shard_of
-from klio_dagster.orchestration.resources import TrackSourcesResource
 from klio_dagster.orchestration.runs import execute_run
 from klio_dagster.orchestration.ticks import evaluate_tick
 from klio_dagster.tiers import LedgerTier
@@ -34,15 +33,6 @@ def tier() -> str:
     return "ledger"
 
 
-def resources(klio_env) -> dict:
-    return {
-        "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
-        "klio_executor": FeatureExecutorResource(mode="in_process"),
-        "klio_output": OutputEventsResource(),
-        "klio_sources": TrackSourcesResource(),
-    }
-
-
 def latest_check(instance: DagsterInstance, feature: str, shard: str):
     key = AssetCheckKey(AssetKey(feature), SHARD_CHECK)
     records = instance.event_log_storage.get_asset_check_execution_history(key, limit=50)
@@ -56,7 +46,7 @@ def test_a_shard_materialised_from_the_ui_computes_its_tracks_and_records_one_ev
     assert assets.partitions_def.get_partition_keys() == [shard_key(s, SHARDS) for s in range(SHARDS)]
     instance = DagsterInstance.get()
     result = materialize([assets], selection=[AssetKey("energy")], partition_key=shard_key(shard, SHARDS),
-                         instance=instance, resources=resources(klio_env), raise_on_error=False)
+                         instance=instance, resources=local_resources(klio_env), raise_on_error=False)
     assert result.success
     records = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
     made = [(m.asset_key.path[-1], m.partition, m.metadata["tracks_computed"].value)

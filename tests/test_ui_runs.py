@@ -6,16 +6,10 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, materialize
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value  # what the UI reads
 from probe_features import schema_graph
-from runs import catalogue_of, run_plan
+from runs import catalogue_of, local_resources, run_plan
 
 from examples.reference_graph import reference_graph
-from klio_dagster import (
-    FeatureExecutorResource,
-    FeatureStoreResource,
-    OutputEventsResource,
-    TrackSourcesResource,
-    build_feature_definitions,
-)
+from klio_dagster import build_feature_definitions
 from klio_dagster.orchestration.assets import build_feature_assets
 from klio_dagster.orchestration.compat import get_input_data_version_tag, get_input_event_pointer_tag
 from klio_dagster.orchestration.partitions import tracks_partitions
@@ -25,15 +19,6 @@ from klio_dagster.storage.registry import record_sources
 pytestmark = pytest.mark.integration
 #: The same semantics on both instance storages: SQLite (embedded) and a real Postgres server.
 INSTANCE_STORAGES = ("sqlite", "postgres")
-
-
-def local_resources(klio_env) -> dict:
-    return {
-        "klio_store": FeatureStoreResource(uri=str(klio_env / "store")),
-        "klio_executor": FeatureExecutorResource(mode="in_process"),
-        "klio_output": OutputEventsResource(),
-        "klio_sources": TrackSourcesResource(),
-    }
 
 
 def ui_run(klio_env, track: str, *features: str):
