@@ -104,7 +104,7 @@ def plan_paged(options: dict) -> dict:
     for tracks in catalogue.track_pages(PAGE_TRACKS):
         work = plan_against(catalogue, graph, FEATURES, tracks)
         tally.add(work)
-        skipped += len(work.skipped)
+        skipped += sum(len(tracks) for tracks in work.skip.values())
     return {"seconds": time.perf_counter() - start, "to_compute": sum(tally.pairs.values()), "skipped": skipped}
 
 

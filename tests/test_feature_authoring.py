@@ -471,7 +471,7 @@ def test_estimates_count_a_windowed_feature_at_its_window_not_the_track():
 
     assert {port.window_s(n) for n in port.names} == {5.0} and reference_graph.window_s("energy") is None
     minutes = header_minutes(lambda track: 180.0)  # 3-minute tracks
-    work = Plan([("background", "t1"), ("background", "t2"), ("energy", "t1")])
+    work = Plan.of_pairs([("background", "t1"), ("background", "t2"), ("energy", "t1")])
     costs = {"background": FeatureCost(10, 0.5, 6.0), "energy": FeatureCost(10, 0.3, 0.1)}
     cost = estimate(WorkTally().add(work), costs, 2, audio_minutes=minutes, windows={"background": 5.0, "energy": None}, beam=False)
     assert cost["per_feature"]["background"]["cpu_s"] == pytest.approx(2 * 6.0 * 5 / 60)  # 5 s of each track
@@ -485,7 +485,7 @@ def test_the_estimates_sample_of_a_paged_plan_is_bounded_and_uniform():
 
     tally = WorkTally(sample_size=100)
     for page in range(50):  # 50 pages of 1,000 tracks
-        tally.add(Plan([("energy", f"t{page * 1000 + i:05d}") for i in range(1000)]))
+        tally.add(Plan.of_pairs([("energy", f"t{page * 1000 + i:05d}") for i in range(1000)]))
     sample = tally.samples["energy"]
     assert tally.pairs == {"energy": 50_000} and tally.tracks == 50_000
     assert len(sample) == 100 == len(set(sample))

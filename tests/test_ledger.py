@@ -130,7 +130,7 @@ def test_a_page_reads_its_lineage_by_shard_and_only_its_own_tracks(ledger):
     pages = list(ledger.track_pages(page_size=100))
     for page in pages:
         assert page.shards == {shard_of(t, 16) for t in page}
-        assert ledger.data_versions_in_page("energy", page) == ledger.data_versions("energy", list(page))
+        assert ledger.data_versions_in_page(["energy"], page) == {"energy": ledger.data_versions("energy", list(page))}
 
 
 @pytest.mark.unit

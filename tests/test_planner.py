@@ -115,7 +115,7 @@ def test_tracks_are_planned_independently_in_one_plan():
 
 def test_plan_without_pairs_in_flight():
     work = plan(graph, lineage({}), ["downsample"], ["t1", "t2"]).without({("downsample", "t1")})
-    assert work == Plan([("downsample", "t2")], [("downsample", "t1")])
+    assert work == Plan.of_pairs([("downsample", "t2")], [("downsample", "t1")])
 
 
 def test_unknown_features_are_a_graph_error():
@@ -150,12 +150,10 @@ def per_track_plan(graph, lineage, features, tracks, *, force=(), bottom_up=True
         for name in requested:
             if name not in closure:
                 by_feature.setdefault(name, ([], []))[1].append(track)
-    result = Plan()
-    for name in graph.order:
-        compute, skip = by_feature.get(name, ([], []))
-        result.to_compute.extend((name, t) for t in compute)
-        result.skipped.extend((name, t) for t in skip)
-    return result
+    order = [name for name in graph.order if name in by_feature]
+    return Plan.of_pairs(
+        [(name, t) for name in order for t in by_feature[name][0]], [(name, t) for name in order for t in by_feature[name][1]]
+    )
 
 
 @pytest.mark.parametrize("seed", range(40))

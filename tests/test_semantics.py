@@ -204,3 +204,25 @@ def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
             bar.update()
     err = capsys.readouterr().err
     assert "materialize" in err and "4/4" in err
+
+
+def test_progress_counts_each_pair_as_the_run_records_it(ingested, monkeypatch):
+    """The hook behind the progress bar: events in the native tier (batched on Postgres), the ledger polled in the ledger tier."""
+    from runs import catalogue_of
+
+    import definitions  # imported for the test's tier
+    from klio_dagster import find_feature_location
+    from klio_dagster.orchestration.runs import RunProgress, execute_plan
+    from klio_dagster.planning.lineage import plan_against
+    from klio_dagster.tiers.base import Recorder
+
+    monkeypatch.setattr(RunProgress, "interval_s", 0.05)
+    monkeypatch.setattr(Recorder, "flush_interval_s", 0.0)  # recorders that write in bulk write each result as it comes
+    location, job, _ = find_feature_location(definitions.defs)
+    catalogue = catalogue_of(definitions.defs)
+    work = plan_against(catalogue, location.graph, ["downsample"], ingested)
+    seen: list[int] = []
+    outcome = execute_plan(location, job, catalogue, work, [], tags={}, on_progress=seen.append)
+    total = len(ingested)
+    assert len(outcome.computed) == total and seen[-1] == total
+    assert seen == sorted(seen) and any(0 < n < total for n in seen), seen

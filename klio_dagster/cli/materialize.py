@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if not work.to_compute:
                 continue
-            bar.total = (bar.total or 0) + len(work.to_compute)
+            bar.total, done_before = (bar.total or 0) + len(work.to_compute), bar.n
             bar.refresh()
             outcome = execute_plan(
                 loc.features,
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                 work,
                 request.force,
                 tags={SOURCE_TAG: "cli", MODE_TAG: BOTTOM_UP},
-                on_pair_done=bar.update,
+                on_progress=lambda recorded, done_before=done_before: bar.update(done_before + recorded - bar.n),
                 origin=loc.origin,
             )
             out["computed"].extend([f, t] for f, t in outcome.computed)

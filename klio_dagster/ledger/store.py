@@ -212,8 +212,7 @@ class Ledger:
             query = sa.select(t.c.shard, t.c.track_id).order_by(t.c.shard, t.c.track_id).limit(page_size)
             if after is not None:
                 query = query.where(sa.tuple_(t.c.shard, t.c.track_id) > sa.tuple_(*after))
-            with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
+            rows = self._tuples(query)
             if not rows:
                 return
             shards = [r[0] for r in rows]
@@ -246,16 +245,30 @@ class Ledger:
                 found.update((r[0], r[1]) for r in conn.execute(query))
         return found
 
-    def data_versions_in_page(self, feature: str, page: TrackPage) -> dict[str, str]:
-        """:meth:`data_versions` for a page, read by its shards (an index range per shard, no list of IDs)."""
+    def data_versions_in_page(self, features: Sequence[str], page: TrackPage) -> dict[str, dict[str, str]]:
+        """:meth:`data_versions` of each of ``features`` for a page, read by its shards in one query (no list of IDs)."""
         p = schema.pairs
-        wanted = set(page)
-        query = sa.select(p.c.track_id, p.c.data_version).where(
-            p.c.feature == feature, p.c.shard.in_(sorted(page.shards)), p.c.data_version.is_not(None)
+        query = sa.select(p.c.feature, p.c.track_id, p.c.data_version).where(
+            p.c.feature.in_(list(features)), p.c.shard.in_(sorted(page.shards)), p.c.data_version.is_not(None)
         )
+        found: dict[str, dict[str, str]] = {f: {} for f in features}
+        wanted = set(page)  # a page's first and last shard may go on in the pages beside it
+        for feature, track, version in self._tuples(query):
+            if track in wanted:
+                found[feature][track] = version
+        return found
+
+    def _tuples(self, query: sa.Select) -> list[tuple]:
+        """The rows of ``query`` as the driver's plain tuples: SQLAlchemy's rows cost microseconds each, and a plan reads millions."""
+        compiled = query.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+        params = [compiled.params[name] for name in compiled.positiontup] if compiled.positional else compiled.params
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return {track: version for track, version in rows if track in wanted}
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                cursor.execute(str(compiled), params)
+                return cursor.fetchall()
+            finally:
+                cursor.close()
 
     def data_versions_between(self, feature: str, first: str, last: str) -> dict[str, str]:
         """:meth:`data_versions` for every track ID in ``[first, last]`` (one range scan of the primary key)."""
@@ -361,6 +374,14 @@ class Ledger:
             query = sa.select(p.c.feature, p.c.track_id, p.c.error).where(p.c.failed_run_id == run_id)
             failed = [tuple(r) for r in conn.execute(query)]
         return computed, failed
+
+    def count_of_run(self, run_id: str) -> int:
+        """How many pairs the run ``run_id`` has recorded so far, successes and failures (two index counts)."""
+        p = schema.pairs
+        succeeded = sa.select(sa.func.count()).where(p.c.run_id == run_id).scalar_subquery()
+        failed = sa.select(sa.func.count()).where(p.c.failed_run_id == run_id).scalar_subquery()
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(succeeded + failed)).scalar_one()
 
     def recorded_by_run(self, feature: str, run_id: str, shard: int) -> list[str]:
         """The tracks of ``shard`` whose latest ``feature`` the run ``run_id`` recorded."""

@@ -6,12 +6,22 @@ and sensors (a ``RunRequest`` the daemon queues).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, JobDefinition, RunRequest, RunsFilter
+from dagster import (
+    AssetKey,
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    JobDefinition,
+    RunRequest,
+    RunsFilter,
+)
 
 from klio_dagster.events.priority import LIVE_PRIORITY_TAGS
 from klio_dagster.orchestration.claims import claims_before, run_pairs
@@ -87,7 +97,7 @@ def execute_run(
     job: JobDefinition,
     catalogue: Catalogue,
     request: RunRequest,
-    on_pair_done: Callable[[], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
     origin: RemoteJobOrigin | None = None,
 ) -> RunOutcome:
     """Execute a run request in this process, against ``instance``, and wait for it.
@@ -95,8 +105,9 @@ def execute_run(
     Events are streamed to the instance and not kept in memory (unlike
     ``execute_in_process``, which keeps every event of the run), so memory
     stays flat however many tracks the run has; the outcome is then read
-    back from the catalogue (the event log in pages, or the ledger). ``on_pair_done`` is called once per
-    recorded (feature, track), success or failure: a progress hook.
+    back from the catalogue (the event log in pages, or the ledger). ``on_progress`` is told how many
+    (feature, track) pairs the run has recorded so far, successes and failures, as they are recorded
+    (see :class:`RunProgress`), and the final count at the end.
     ``origin`` names the code location and job the UI shows the run under;
     such a run is never retried by the daemon (the command that ran it reports
     its outcome).
@@ -115,10 +126,62 @@ def execute_run(
         execution_plan=plan,
         remote_job_origin=origin,
     )
-    for event in execute_run_iterator(InMemoryJob(subset), run, instance):
-        if on_pair_done and event.event_type in (DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION):
-            on_pair_done()
-    return catalogue.run_outcome(run.run_id)
+    with RunProgress(catalogue, run.run_id, on_progress) as progress:
+        for event in execute_run_iterator(InMemoryJob(subset), run, instance):
+            progress.saw(event)
+    outcome = catalogue.run_outcome(run.run_id)
+    if on_progress:
+        on_progress(len(outcome.computed) + len(outcome.failed))
+    return outcome
+
+
+class RunProgress:
+    """Tells ``on_progress`` how many pairs a run has recorded, while it runs.
+
+    Pairs the run yields as events (one per pair: the catalogue's ``pair_events``) are counted as
+    they come; pairs recorded another way (in event batches, or in the ledger) are asked of the
+    catalogue every :attr:`interval_s` seconds, from a thread.
+    """
+
+    interval_s = 1.0
+
+    def __init__(self, catalogue: Catalogue, run_id: str, on_progress: Callable[[int], None] | None):
+        self._catalogue, self._run_id, self._on_progress = catalogue, run_id, on_progress
+        self._kinds = catalogue.pair_events if on_progress else frozenset()
+        self._polled = on_progress is not None and catalogue.pairs_recorded_by(run_id) is not None
+        self._events = self._recorded = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name=f"progress-{run_id[:8]}", daemon=True)
+
+    def __enter__(self) -> RunProgress:
+        if self._polled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._polled:
+            self._thread.join()
+
+    def saw(self, event: DagsterEvent) -> None:
+        if event.event_type in self._kinds:
+            with self._lock:
+                self._events += 1
+                self._report()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            recorded = self._catalogue.pairs_recorded_by(self._run_id) or 0
+            with self._lock:
+                self._recorded = recorded
+                self._report()
+
+    def _report(self) -> None:
+        assert self._on_progress is not None
+        self._on_progress(self._events + self._recorded)
+
+
 
 
 @dataclass
@@ -142,7 +205,7 @@ def execute_plan(
     force_features: Sequence[str],
     *,
     tags: dict[str, str],
-    on_pair_done: Callable[[], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
     max_rounds: int = 3,
     origin: RemoteJobOrigin | None = None,
 ) -> PlanOutcome:
@@ -150,13 +213,16 @@ def execute_plan(
 
     A run leaves pairs that earlier runs in progress claim to those runs; this
     waits for them (marking dead ones failed, which ends their claims) and
-    computes what they did not record, in up to ``max_rounds`` runs.
+    computes what they did not record, in up to ``max_rounds`` runs. ``on_progress`` is told how
+    many pairs its runs have recorded so far, in all.
     """
     outcome = PlanOutcome()
     asked = list(work.to_compute)
     for round_ in range(max_rounds):
         request = run_request_for(location, work, force_features if round_ == 0 else [], run_key=None, tags=tags)
-        done = execute_run(job, catalogue, request, on_pair_done, origin)
+        before = len(outcome.computed) + len(outcome.failed)
+        report = (lambda n, before=before: on_progress(before + n)) if on_progress else None
+        done = execute_run(job, catalogue, request, report, origin)
         outcome.run_ids.append(done.run_id)
         outcome.computed += done.computed
         outcome.failed += done.failed

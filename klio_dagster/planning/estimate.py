@@ -12,7 +12,6 @@ of a Beam batch.
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -107,9 +106,8 @@ class WorkTally:
 
     def add(self, plan: Plan) -> WorkTally:
         """Count ``plan`` (pages must not share tracks)."""
-        self.tracks += len({t for _, t in plan.to_compute})
-        for feature, pairs in itertools.groupby(plan.to_compute, key=lambda pair: pair[0]):
-            tracks = [t for _, t in pairs]
+        self.tracks += plan.tracks_with_work
+        for feature, tracks in plan.compute.items():
             self.pairs[feature] = self.pairs.get(feature, 0) + len(tracks)
             if feature not in self._reservoirs:
                 self._reservoirs[feature] = _Reservoir(self.sample_size, self._random)

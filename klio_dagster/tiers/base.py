@@ -15,6 +15,7 @@ feature code are the same in every tier.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
+    DagsterEventType,
     DagsterInstance,
     EventLogRecord,
     PartitionKeyRange,
@@ -43,7 +45,24 @@ if TYPE_CHECKING:
 
 
 class Recorder(ABC):
-    """Records a feature step's outcomes: yields what Dagster must store, writes what the tier keeps itself."""
+    """Records a feature step's outcomes: yields what Dagster must store, writes what the tier keeps itself.
+
+    A recorder that writes in bulk writes at least every :attr:`flush_interval_s` seconds
+    (:meth:`flush_due`), so a kill loses little and a run's progress shows as it goes.
+    """
+
+    #: The longest a recorder keeps results before it writes them, seconds.
+    flush_interval_s = 2.0
+
+    def __init__(self) -> None:
+        self._flushed_at = time.monotonic()
+
+    def flush_due(self) -> bool:
+        """The interval has passed since the last flush (which :meth:`flush` implementations mark with :meth:`flushed`)."""
+        return time.monotonic() - self._flushed_at >= self.flush_interval_s
+
+    def flushed(self) -> None:
+        self._flushed_at = time.monotonic()
 
     @abstractmethod
     def success(self, result: PairResult, feature: Feature, read_later: bool) -> Iterator[Any]:
@@ -131,6 +150,16 @@ class Catalogue(ABC):
     @abstractmethod
     def record_pings(self, plan: Plan) -> list[Pair]:
         """Record that the plan was walked (each pair's decision), computing nothing; the pairs."""
+
+    @property
+    def pair_events(self) -> frozenset[DagsterEventType]:
+        """The events a run yields one per pair: progress counts them as they come."""
+        return frozenset({DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION})
+
+    def pairs_recorded_by(self, run_id: str) -> int | None:
+        """How many pairs the run has recorded so far without yielding them as :attr:`pair_events`, or ``None``
+        if it records none that way: progress asks, every second, while the run runs."""
+        return None
 
     @abstractmethod
     def run_outcome(self, run_id: str) -> RunOutcome:

@@ -34,6 +34,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
+    DagsterEventType,
     DagsterInstance,
     EventLogRecord,
     StaticPartitionsDefinition,
@@ -78,7 +79,7 @@ SHARD_CHECK = "shard_tracks"
 #: What goes to the versions table once per version rather than into every pair's metadata.
 PROVENANCE = frozenset({"code_version", "version", "params", "decode", "libraries"})
 NOT_KEPT = PROVENANCE | {"uri", "compute_s", "preview"}
-#: Results buffered before they are written (one transaction).
+#: Results buffered before they are written (one transaction), at most (see also Recorder.flush_interval_s).
 _FLUSH_ROWS = 5_000
 
 
@@ -101,6 +102,7 @@ class LedgerRecorder(Recorder):
     """Buffers a step's outcomes, writes them to the ledger in bulk, and ends with one event per (feature, shard)."""
 
     def __init__(self, catalogue: LedgerCatalogue, context: AssetExecutionContext, graph: FeatureGraph):
+        super().__init__()
         self._catalogue, self._context, self._graph = catalogue, context, graph
         self._recorded: list[Recorded] = []
         self._failed: list[Failed] = []
@@ -120,18 +122,21 @@ class LedgerRecorder(Recorder):
         if (feature.name, feature.version) not in self._versions:
             self._versions[(feature.name, feature.version)] = {k: v for k, v in provenance(feature).items() if k in PROVENANCE}
         self._computed[(feature.name, self._catalogue.shard_of(result.track_id))] += 1
-        if len(self._recorded) + len(self._failed) >= _FLUSH_ROWS:
-            self.flush()
+        self._flush_when_due()
         return iter(())
 
     def failure(self, feature: str, track: str, error: str) -> Iterator[Any]:
         self._failed.append(Failed(feature, track, self._context.run_id, error))
         self._failures[(feature, self._catalogue.shard_of(track))] += 1
-        if len(self._recorded) + len(self._failed) >= _FLUSH_ROWS:
-            self.flush()
+        self._flush_when_due()
         return iter(())
 
+    def _flush_when_due(self) -> None:
+        if len(self._recorded) + len(self._failed) >= _FLUSH_ROWS or self.flush_due():
+            self.flush()
+
     def flush(self) -> None:
+        self.flushed()
         ledger = self._catalogue.ledger
         ledger.record_versions(self._versions)
         ledger.record(self._recorded)
@@ -235,16 +240,14 @@ class LedgerCatalogue(Catalogue):
 
     # Lineage and outcomes
     def lineage(self, features: Sequence[str], tracks: Sequence[str] | None, *, pointers: bool = False) -> dict[str, FeatureLineage]:
-        result = {}
-        for name in dict.fromkeys(features):
-            if tracks is None:
-                versions = self.ledger.data_versions_between(name, "", "\U0010ffff")
-            elif isinstance(tracks, TrackPage):
-                versions = self.ledger.data_versions_in_page(name, tracks)
-            else:
-                versions = self.ledger.data_versions(name, tracks)
-            result[name] = FeatureLineage(data_versions=versions, storage_ids={})
-        return result
+        names = list(dict.fromkeys(features))
+        if isinstance(tracks, TrackPage):
+            versions = self.ledger.data_versions_in_page(names, tracks)
+        elif tracks is None:
+            versions = {name: self.ledger.data_versions_between(name, "", "\U0010ffff") for name in names}
+        else:
+            versions = {name: self.ledger.data_versions(name, tracks) for name in names}
+        return {name: FeatureLineage(data_versions=versions[name], storage_ids={}) for name in names}
 
     def past_costs(self, features: Sequence[str]) -> dict[str, FeatureCost]:
         costs = {name: cost_of(self.ledger.recent_measurements(name, HISTORY)) for name in features}
@@ -254,6 +257,13 @@ class LedgerCatalogue(Catalogue):
         walked = [(f, t, "compute") for f, t in plan.to_compute] + [(f, t, "skip") for f, t in plan.skipped]
         self.ledger.record_pings(walked)
         return [(f, t) for f, t, _ in walked]
+
+    @property
+    def pair_events(self) -> frozenset[DagsterEventType]:
+        return frozenset()  # a run's events are per (feature, shard); its pairs are in the ledger
+
+    def pairs_recorded_by(self, run_id: str) -> int | None:
+        return self.ledger.count_of_run(run_id)
 
     def run_outcome(self, run_id: str) -> RunOutcome:
         outcome = read_outcome(self.instance, run_id)  # its step errors; its pairs are in the ledger

@@ -17,6 +17,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetObservation,
+    DagsterEventType,
     DagsterInstance,
     EventLogRecord,
     PartitionsDefinition,
@@ -50,13 +51,14 @@ class NativeRecorder(Recorder):
     """One materialisation per computed pair (with its input pointers), a failed attempt and observation per failure.
 
     Where the instance stores event batches (Postgres, with ``DAGSTER_EVENT_BATCH_SIZE`` set),
-    successes are kept until the next flush and stored as one batch per feature, parents
+    successes are kept until the next flush (at least every :attr:`flush_interval_s`) and stored as one batch per feature, parents
     first, each batch's storage IDs read back in one query for the pointers of its
     children: about 20 times the pairs per second of one write per pair (S2 in
     docs/benchmarks.md). Elsewhere (SQLite) each is yielded and written at once.
     """
 
     def __init__(self, context: AssetExecutionContext, graph: FeatureGraph, lineage: Mapping[str, FeatureLineage]):
+        super().__init__()
         self._context, self._graph = context, graph
         self._pointers = InputPointers(context, lineage)
         self._batched = stores_event_batches(context.instance)
@@ -65,6 +67,8 @@ class NativeRecorder(Recorder):
     def success(self, result: PairResult, feature: Feature, read_later: bool) -> Iterator[Any]:
         if self._batched:
             self._pending[feature.name].append((result, feature))
+            if self.flush_due():
+                self.flush()
             return iter(())
         return self._one(result, feature, read_later)
 
@@ -75,6 +79,7 @@ class NativeRecorder(Recorder):
             self._pointers.recorded(result.feature, result.track_id)
 
     def flush(self) -> None:
+        self.flushed()
         for name in [n for n in self._graph.order if n in self._pending]:
             pending = self._pending.pop(name)
             log_materialization_batch(self._context, [
@@ -102,6 +107,17 @@ class NativeCatalogue(Catalogue):
 
     def unregistered(self, track_ids: Sequence[str]) -> list[str]:
         return unregistered(self.instance, track_ids)
+
+    @property
+    def pair_events(self) -> frozenset[DagsterEventType]:
+        if stores_event_batches(self.instance):  # successes are stored in batches, not yielded; failures are yielded
+            return frozenset({DagsterEventType.ASSET_OBSERVATION})
+        return super().pair_events
+
+    def pairs_recorded_by(self, run_id: str) -> int | None:
+        if stores_event_batches(self.instance):
+            return self.instance.get_run_stats(run_id).materializations  # the successes stored in batches so far
+        return None
 
     def with_sources(self, track_ids: Sequence[str]) -> set[str]:
         return tracks_with_sources(self.store) & set(track_ids)
