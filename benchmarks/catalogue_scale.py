@@ -95,14 +95,13 @@ def plan_paged(options: dict) -> dict:
     from klio_dagster import open_store
     from klio_dagster.cli.plan import PAGE_TRACKS
     from klio_dagster.planning.estimate import WorkTally
-    from klio_dagster.planning.lineage import plan_against
+    from klio_dagster.planning.lineage import plan_pages
     from klio_dagster.tiers import tier_from_environment
 
     catalogue = tier_from_environment().open(DagsterInstance.get(), open_store(os.environ["KLIO_STORE"]))
     start = time.perf_counter()
     tally, skipped = WorkTally(), 0
-    for tracks in catalogue.track_pages(PAGE_TRACKS):
-        work = plan_against(catalogue, graph, FEATURES, tracks)
+    for work in plan_pages(catalogue, graph, FEATURES, catalogue.track_pages(PAGE_TRACKS), whole_catalogue=True):
         tally.add(work)
         skipped += sum(len(tracks) for tracks in work.skip.values())
     return {"seconds": time.perf_counter() - start, "to_compute": sum(tally.pairs.values()), "skipped": skipped}

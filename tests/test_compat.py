@@ -78,3 +78,21 @@ def test_a_failed_attempt_reported_by_a_step_makes_its_partition_failed(tmp_path
         assert not materialize([other], partition_key="a", instance=instance, raise_on_error=False).success
         value = get_and_update_asset_status_cache_value(instance, AssetKey("other"), parts)
         assert set(value.deserialize_failed_partition_subsets(parts).get_partition_keys()) == {"a", "b"}
+
+
+@pytest.mark.parametrize("page_size", [3, 4, 10])
+def test_dynamic_partitions_are_read_in_keyset_pages_by_primary_key(tmp_path, page_size):
+    instance = DagsterInstance.local_temp(str(tmp_path))
+    keys = [f"track-{i:02d}" for i in range(12)]
+    instance.add_dynamic_partitions("tracks", keys[:6])
+    instance.add_dynamic_partitions("other", ["o1", "o2"])
+    instance.add_dynamic_partitions("tracks", keys[6:])
+    pages = list(compat.dynamic_partition_pages(instance, "tracks", page_size))
+    assert [k for page in pages for k in page] == keys and all(len(page) <= page_size for page in pages)
+    assert pages == list(compat._public_dynamic_partition_pages(instance, "tracks", page_size))
+    assert list(compat.dynamic_partition_pages(instance, "none", page_size)) == []
+    with instance.event_log_storage.index_connection() as conn:  # SQLite was given statistics, so it reads pages by primary key
+        plan = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT id, partition FROM dynamic_partitions WHERE partitions_def_name = 'tracks' AND id > 3 ORDER BY id LIMIT 5"
+        ).fetchall()
+    assert "PRIMARY KEY" in str(plan) and "TEMP B-TREE" not in str(plan), plan

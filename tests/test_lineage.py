@@ -53,3 +53,18 @@ def test_planner_on_an_empty_log_computes_the_closure_only(klio_env):
     work = plan(reference_graph, lineage, ["spectrogram"], ["a", "b"])
     assert work.to_compute == [("downsample", "a"), ("downsample", "b"), ("spectrogram", "a"), ("spectrogram", "b")]
     assert work.features_by_track() == {"a": ("downsample", "spectrogram"), "b": ("downsample", "spectrogram")}
+
+
+def test_a_plan_over_the_whole_catalogue_reads_the_lineage_a_plan_of_its_tracks_reads(cli, ingested):
+    cli("materialize", "energy", "--tracks", *ingested[:2])
+    cli("materialize", "downsample", "--tracks", ingested[2])
+    catalogue = load_location().catalogue
+    names = list(reference_graph.names)
+    whole = catalogue.catalogue_lineage(names)(ingested)
+    assert set(whole["energy"].data_versions) == set(ingested[:2])
+    assert set(whole["downsample"].data_versions) == set(ingested[:3])
+    assert {n: lin.data_versions for n, lin in whole.items()} == {n: lin.data_versions for n, lin in recorded(names, ingested).items()}
+    _, every = cli("plan", "energy", "speechiness", "--all-tracks")
+    _, named = cli("plan", "energy", "speechiness", "--tracks", *ingested)
+    assert sorted(every["to_compute"]) == sorted(named["to_compute"]) and sorted(every["skipped"]) == sorted(named["skipped"])
+    assert ["speechiness", ingested[0]] in every["to_compute"] and ["energy", ingested[0]] in every["skipped"]

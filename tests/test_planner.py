@@ -130,13 +130,16 @@ def test_ten_thousand_tracks_half_made_plan_the_other_half():
 
 
 def per_track_plan(graph, lineage, features, tracks, *, force=(), bottom_up=True, only=None) -> Plan:
-    """The planner's specification, one track and one pair at a time (the planner before it worked by column)."""
+    """The planner's specification, one track and one pair at a time: the planner before it worked by column."""
     requested = graph.check_names(features)
     forced, states = set(force), None if only is None else set(only)
+    closures: dict[frozenset[str], list[str]] = {}
     by_feature: dict[str, tuple[list[str], list[str]]] = {}
     for track in tracks:
         targets = frozenset(f for f in requested if states is None or state_of(graph, lineage, f, track) in states)
-        closure = graph.with_ancestors(targets) if bottom_up else [f for f in requested if f in targets]
+        if targets not in closures:
+            closures[targets] = graph.with_ancestors(targets) if bottom_up else [f for f in requested if f in targets]
+        closure = closures[targets]
         computed: set[str] = set()
         for name in closure:
             needed = (

@@ -20,7 +20,7 @@ from klio_dagster.cli.stream import SpooledDocument, SpooledList
 from klio_dagster.core.tracks import validate_track_id, validate_track_ids
 from klio_dagster.errors import InvalidRequest, InvalidTrackId
 from klio_dagster.planning.estimate import WorkTally, estimate, header_minutes
-from klio_dagster.planning.lineage import plan_against
+from klio_dagster.planning.lineage import plan_pages
 from klio_dagster.planning.planner import Plan
 from klio_dagster.storage.registry import local_source_duration_s
 
@@ -36,6 +36,8 @@ class Request:
     force: list[str]
     only: list[str] | None
     pages: Callable[[], Iterator[list[str]]]
+    #: The pages are every registered track (``--all-tracks``).
+    whole_catalogue: bool = False
 
 
 def resolve_request(args: argparse.Namespace, loc: Location) -> Request:
@@ -46,7 +48,7 @@ def resolve_request(args: argparse.Namespace, loc: Location) -> Request:
         raise InvalidRequest("--force recomputes current pairs; --stale and --missing select pairs that are not: pick one")
     force = features if args.force else []
     if args.all_tracks:
-        return Request(features, force, only, lambda: loc.catalogue.track_pages(PAGE_TRACKS))
+        return Request(features, force, only, lambda: loc.catalogue.track_pages(PAGE_TRACKS), whole_catalogue=True)
     tracks = read_tracks_file(args.tracks_file) if args.tracks_file else validate_track_ids(args.tracks)
     unknown = sorted(loc.catalogue.unregistered(tracks))
     if unknown:
@@ -57,8 +59,10 @@ def resolve_request(args: argparse.Namespace, loc: Location) -> Request:
 
 def planned_pages(loc: Location, request: Request) -> Iterator[Plan]:
     """The request planned page by page against the catalogue's lineage."""
-    for tracks in request.pages():
-        yield plan_against(loc.catalogue, loc.graph, request.features, tracks, force=request.force, only=request.only)
+    yield from plan_pages(
+        loc.catalogue, loc.graph, request.features, request.pages(),
+        whole_catalogue=request.whole_catalogue, force=request.force, only=request.only,
+    )
 
 
 def read_tracks_file(path: str) -> list[str]:

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from klio_dagster.errors import ConfigurationError
 from klio_dagster.ledger import schema
 from klio_dagster.ledger.shards import shard_of
+from klio_dagster.storage.sql import driver_tuples
 
 #: Rows per statement: within SQLite's variable limit for the widest table, and large enough for speed.
 WRITE_CHUNK = 2_000
@@ -259,16 +260,9 @@ class Ledger:
         return found
 
     def _tuples(self, query: sa.Select) -> list[tuple]:
-        """The rows of ``query`` as the driver's plain tuples: SQLAlchemy's rows cost microseconds each, and a plan reads millions."""
-        compiled = query.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
-        params = [compiled.params[name] for name in compiled.positiontup] if compiled.positional else compiled.params
+        """The rows of ``query`` as the driver's plain tuples: a plan reads millions."""
         with self.engine.connect() as conn:
-            cursor = conn.connection.driver_connection.cursor()
-            try:
-                cursor.execute(str(compiled), params)
-                return cursor.fetchall()
-            finally:
-                cursor.close()
+            return driver_tuples(conn, query)
 
     def data_versions_between(self, feature: str, first: str, last: str) -> dict[str, str]:
         """:meth:`data_versions` for every track ID in ``[first, last]`` (one range scan of the primary key)."""

@@ -8,9 +8,10 @@ code version, a digest of its bytes and marks of its inputs' data versions
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from klio_dagster.core.graph import FeatureGraph
@@ -49,6 +50,64 @@ def load_lineage(
     return lineage
 
 
+class MaterializedFirst:
+    """The native tier's lineage of whole-catalogue pages: Dagster is asked only about materialised tracks.
+
+    Dagster's tag query costs about 2.2 us for each partition a page names (22 ms a feature for
+    10,000 tracks), materialised or not. Each feature's materialised partitions are listed once,
+    when the request starts, and kept as a sorted array of their hashes (8 bytes a materialised
+    track); each page then names only its tracks among them (a hash collision only names one more).
+    A track first materialised after the listing is planned as missing: its pair is computed
+    again (to the same data version), never wrongly skipped.
+    """
+
+    def __init__(self, instance: DagsterInstance, features: Iterable[str]):
+        self.instance = instance
+        storage = instance.event_log_storage
+        self.materialized = {name: _hashes(storage.get_materialized_partitions(AssetKey(name))) for name in features}
+
+    def __call__(self, tracks: Sequence[str]) -> dict[str, FeatureLineage]:
+        page = np.fromiter(map(hash, tracks), dtype=np.int64, count=len(tracks))
+        lineage = {}
+        for name, known in self.materialized.items():
+            named = [tracks[i] for i in np.flatnonzero(_isin_sorted(page, known))]
+            lineage[name] = load_lineage(self.instance, [name], named, storage_ids=False)[name] if named else FeatureLineage({}, {})
+        return lineage
+
+
+def _isin_sorted(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Which ``values`` are in the sorted array ``known``."""
+    if not len(known):
+        return np.zeros(len(values), dtype=bool)
+    return known[np.minimum(np.searchsorted(known, values), len(known) - 1)] == values
+
+
+def _hashes(keys: set[str]) -> np.ndarray:
+    """The keys' hashes, sorted and unique."""
+    return np.unique(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+
+
+def plan_pages(
+    catalogue: Catalogue,
+    graph: FeatureGraph,
+    features: Sequence[str],
+    pages: Iterable[Sequence[str]],
+    *,
+    whole_catalogue: bool = False,
+    force: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+) -> Iterator[Plan]:
+    """:func:`plan` of ``features`` for each page of tracks, bottom-up.
+
+    ``whole_catalogue``: the pages are every registered track (``--all-tracks``), read through
+    :meth:`~klio_dagster.tiers.base.Catalogue.catalogue_lineage`.
+    """
+    names = lineage_names(graph, features)
+    read = catalogue.catalogue_lineage(names) if whole_catalogue else (lambda tracks: catalogue.lineage(names, tracks))
+    for tracks in pages:
+        yield plan(graph, read(tracks), features, tracks, force=force, only=only)
+
+
 def plan_against(
     catalogue: Catalogue,
     graph: FeatureGraph,
@@ -72,4 +131,9 @@ def lineage_for(
 
     ``pointers``: with what recording needs besides (see :meth:`~klio_dagster.tiers.base.Catalogue.lineage`).
     """
-    return catalogue.lineage([*graph.with_ancestors(list(features)), *graph.external_names], tracks, pointers=pointers)
+    return catalogue.lineage(lineage_names(graph, features), tracks, pointers=pointers)
+
+
+def lineage_names(graph: FeatureGraph, features: Iterable[str]) -> list[str]:
+    """The assets whose lineage planning ``features`` reads: theirs, their ancestors' and other locations' inputs."""
+    return [*graph.with_ancestors(list(features)), *graph.external_names]

@@ -1,1 +1,1 @@
-"""Storage: feature stores (local, GCS), source records, and reading source files."""
+"""Storage: feature stores (local, GCS), source records, reading source files, and reading SQL rows fast."""

@@ -143,6 +143,14 @@ class Catalogue(ABC):
         ``pointers``: also what the tier's recorder needs to point at each input's record.
         """
 
+    def catalogue_lineage(self, features: Sequence[str]) -> Callable[[Sequence[str]], dict[str, FeatureLineage]]:
+        """A reader of ``features``' lineage, page by page, for a request over the whole catalogue (``--all-tracks``).
+
+        Each page as :meth:`lineage` reads it, unless the tier can make pages cheaper by reading
+        something of the whole catalogue once, when the request starts.
+        """
+        return lambda tracks: self.lineage(features, tracks)
+
     @abstractmethod
     def past_costs(self, features: Sequence[str]) -> dict[str, FeatureCost]:
         """What recent outputs of ``features`` cost to compute (for a plan's estimate)."""

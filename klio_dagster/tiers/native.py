@@ -26,7 +26,12 @@ from dagster import (
 from klio_dagster.core.execution import PairResult
 from klio_dagster.core.features import Feature
 from klio_dagster.core.graph import FeatureGraph
-from klio_dagster.orchestration.compat import log_materialization_batch, report_failed_attempt, stores_event_batches
+from klio_dagster.orchestration.compat import (
+    dynamic_partition_pages,
+    log_materialization_batch,
+    report_failed_attempt,
+    stores_event_batches,
+)
 from klio_dagster.orchestration.partitions import (
     TRACKS_PARTITIONS_NAME,
     register_tracks,
@@ -39,7 +44,7 @@ from klio_dagster.orchestration.runs import RunOutcome, read_outcome
 from klio_dagster.orchestration.tags import PING_TAG
 from klio_dagster.planning.estimate import FeatureCost, past_costs
 from klio_dagster.planning.explain import explain
-from klio_dagster.planning.lineage import load_lineage
+from klio_dagster.planning.lineage import MaterializedFirst, load_lineage
 from klio_dagster.planning.planner import FeatureLineage, Pair, Plan
 from klio_dagster.planning.status import track_status
 from klio_dagster.storage.registry import SourceRecord, read_source_record, record_sources, tracks_with_sources
@@ -126,22 +131,16 @@ class NativeCatalogue(Catalogue):
         return read_source_record(self.store, track_id)
 
     def track_pages(self, page_size: int) -> Iterator[list[str]]:
-        cursor = None
-        while True:
-            page = self.instance.get_paginated_dynamic_partitions(
-                TRACKS_PARTITIONS_NAME, limit=page_size, ascending=True, cursor=cursor
-            )
-            if page.results:
-                yield list(page.results)
-            if not page.has_more:
-                return
-            cursor = page.cursor
+        return dynamic_partition_pages(self.instance, TRACKS_PARTITIONS_NAME, page_size)
 
     def tracks_of_partitions(self, keys: Sequence[str]) -> list[str]:
         return list(keys)
 
     def lineage(self, features: Sequence[str], tracks: Sequence[str] | None, *, pointers: bool = False) -> dict[str, FeatureLineage]:
         return load_lineage(self.instance, features, tracks, storage_ids=pointers)
+
+    def catalogue_lineage(self, features: Sequence[str]) -> Callable[[Sequence[str]], dict[str, FeatureLineage]]:
+        return MaterializedFirst(self.instance, features)
 
     def past_costs(self, features: Sequence[str]) -> dict[str, FeatureCost]:
         return past_costs(self.instance, features)
