@@ -19,7 +19,12 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, EventLogRecor
 
 from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.ledger import Failed, Ledger, Recorded, Source
-from klio_dagster.orchestration.compat import CODE_VERSION_TAG, DATA_VERSION_TAG, get_input_data_version_tag
+from klio_dagster.orchestration.compat import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    dynamic_partition_pages,
+    get_input_data_version_tag,
+)
 from klio_dagster.orchestration.partitions import TRACKS_PARTITIONS_NAME
 from klio_dagster.orchestration.tags import FAILED, PING_TAG, STATUS_TAG
 from klio_dagster.storage.registry import read_source_record
@@ -77,11 +82,9 @@ def migrate_to_ledger(
     ``on_page(what, n)`` is called after each page is written (a progress hook).
     """
     done = Migrated()
-    cursor = None
-    while True:
-        page = instance.get_paginated_dynamic_partitions(TRACKS_PARTITIONS_NAME, limit=PAGE, ascending=True, cursor=cursor)
+    for page in dynamic_partition_pages(instance, TRACKS_PARTITIONS_NAME, PAGE):
         sources: dict[str, Source] = {}
-        for track in page.results:
+        for track in page:
             record = read_source_record(store, track)
             if record is None:
                 done.without_source.append(track)
@@ -90,10 +93,7 @@ def migrate_to_ledger(
         ledger.register(sources)
         done.tracks += len(sources)
         if on_page:
-            on_page("tracks", len(page.results))
-        if not page.has_more:
-            break
-        cursor = page.cursor
+            on_page("tracks", len(page))
     for feature in [*graph.names, *graph.external_names]:
         done.pairs[feature] = _copy_materializations(instance, graph, ledger, feature, on_page)
         done.failures[feature], done.pings[feature] = _copy_observations(instance, ledger, feature, on_page)
