@@ -12,7 +12,7 @@ Dagster's staleness gives from the input data versions recorded with it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 _INPUTS = "~"
 _MARK_LENGTH = 8
@@ -32,7 +32,7 @@ def make_data_version(code_version: str, digest: str, inputs: Mapping[str, str] 
     """The data version of an output with ``digest``, made by ``code_version`` from ``inputs`` (name: data version)."""
     version = f"{code_version}:{digest}"
     if inputs:
-        version += _INPUTS + ".".join(input_mark(inputs[name]) for name in sorted(inputs))
+        version += _INPUTS + joined_marks(input_mark(inputs[name]) for name in sorted(inputs))
     return version
 
 
@@ -46,6 +46,17 @@ def code_version_of(data_version: str) -> str:
 
 def digest_of(data_version: str) -> str:
     return _tail(data_version).partition(_INPUTS)[0]
+
+
+def code_version_and_marks(data_version: str) -> tuple[str, str]:
+    """The code version an output was made by and its inputs' marks as recorded, joined (empty: none recorded)."""
+    code_version, _, tail = data_version.rpartition(":")
+    return code_version, tail.partition(_INPUTS)[2]
+
+
+def joined_marks(marks: Iterable[str]) -> str:
+    """Input marks joined as a data version records them (see :func:`code_version_and_marks`)."""
+    return ".".join(marks)
 
 
 def input_marks_of(data_version: str) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from klio_dagster.core.graph import FeatureGraph
-from klio_dagster.core.versions import code_version_of, input_mark, input_marks_of
+from klio_dagster.core.versions import code_version_and_marks, code_version_of, input_mark, input_marks_of, joined_marks
 
 Pair = tuple[str, str]
 
@@ -167,23 +167,36 @@ class _States:
 
     def _column(self, name: str) -> np.ndarray:
         current, parents = self.graph[name].version, self.graph.stored_inputs(name)
-        parent_marks = [self.marks(p) for p in parents]
+        expected = self._expected_marks(parents)
         fresh, stale = [], []
         for i, version in self.recorded(name):
-            if code_version_of(version) != current:
+            made_by, made_from = code_version_and_marks(version)
+            if made_by != current:
                 stale.append(i)
             elif not parents:
                 fresh.append(i)
+            elif (want := expected.get(i)) is not None:  # every input recorded: the marks must be theirs
+                (fresh if made_from == want else stale).append(i)
             elif len(marks := input_marks_of(version)) != len(parents):  # none recorded, or another number of inputs
                 stale.append(i)
-            elif any((m := made.get(i)) is not None and m != mark for made, mark in zip(parent_marks, marks)):
+            elif any((m := self.marks(p).get(i)) is not None and m != mark for p, mark in zip(parents, marks)):
                 stale.append(i)
-            else:
+            else:  # the inputs still recorded are the ones it was made from (a wiped input is not a change)
                 fresh.append(i)
         states = np.full(len(self.tracks), _IS_MISSING, dtype=np.int8)
         states[np.array(stale, dtype=np.intp)] = _IS_STALE
         states[np.array(fresh, dtype=np.intp)] = _IS_CURRENT
         return states
+
+    def _expected_marks(self, parents: Sequence[str]) -> dict[int, str]:
+        """By position, the input marks an output made from the parents' current outputs holds (where every parent has one)."""
+        if not parents:
+            return {}
+        columns = [self.marks(p) for p in parents]
+        first, rest = columns[0], columns[1:]
+        if not rest:
+            return dict(first)
+        return {i: joined_marks([m, *(c[i] for c in rest)]) for i, m in first.items() if all(i in c for c in rest)}
 
 
 def plan(
