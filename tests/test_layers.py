@@ -27,6 +27,7 @@ DAGSTER_FREE = [
     "klio_dagster.storage.registry",
     "klio_dagster.planning.planner",
     "klio_dagster.ledger",
+    "klio_dagster.deploy.k8s",
     "klio_dagster.executors.in_process",
     "klio_dagster.executors.beam",
 ]

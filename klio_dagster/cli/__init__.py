@@ -21,6 +21,7 @@ from klio_dagster.cli import (
     explain,
     ingest,
     init,
+    k8s_values,
     materialize,
     migrate,
     new_feature,
@@ -31,7 +32,7 @@ from klio_dagster.cli import (
 from klio_dagster.cli.output import EXIT_USAGE
 from klio_dagster.errors import KlioError
 
-COMMANDS = (ingest, plan, materialize, consume, publish, status, explain, new_feature, demo, init, migrate)
+COMMANDS = (ingest, plan, materialize, consume, publish, status, explain, new_feature, demo, init, migrate, k8s_values)
 
 
 def build_parser() -> argparse.ArgumentParser:
