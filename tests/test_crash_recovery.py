@@ -7,6 +7,7 @@ local SDK workers, a worker killing itself, two commands started together.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from klio_dagster.core.execution import TrackTask
 from klio_dagster.demo.catalogue import write_catalogue
 from klio_dagster.errors import WorkerLost
 from klio_dagster.executors.beam import BeamExecutor
+from klio_dagster.orchestration.instance import open_instance
 from klio_dagster.storage.registry import record_sources
 from klio_dagster.storage.stores import RUNS_FOLDER, LocalFeatureStore
 
@@ -98,6 +100,29 @@ def test_two_identical_commands_started_together_compute_each_pair_once(klio_env
         covered = {tuple(p) for p in out["computed"] + out["computed_by_other_runs"]}
         assert covered == set(counts), out
     assert sum(len(o["computed"]) for o in outputs) == len(counts)
+
+
+def _open_after(barrier, results) -> None:
+    barrier.wait()  # every process opens the new instance at the same moment
+    try:
+        open_instance()
+        results.put("ok")
+    except Exception as exc:  # what each command would have died of
+        results.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def test_commands_opening_a_new_instance_at_once_create_it_once(klio_env):
+    """Six processes open an instance that does not exist yet at the same moment (without the lock:
+    "table ... already exists", and an instance whose every later opening fails in alembic)."""
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(6), context.Queue()
+    processes = [context.Process(target=_open_after, args=(barrier, results)) for _ in range(6)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [results.get(timeout=5) for _ in processes] == ["ok"] * 6
+    assert DagsterInstance.get().get_runs_count() == 0  # and it opens afterwards
 
 
 def test_a_worker_that_dies_fails_its_tracks_instead_of_hanging(tmp_path):

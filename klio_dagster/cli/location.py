@@ -28,7 +28,7 @@ from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import LocationError
 from klio_dagster.orchestration.compat import EVENT_BATCH_SIZE_VARIABLE, RemoteJobOrigin, remote_job_origin
 from klio_dagster.orchestration.factory import FeatureLocation, find_feature_location
-from klio_dagster.orchestration.instance import write_local_instance_config
+from klio_dagster.orchestration.instance import open_instance, write_local_instance_config
 from klio_dagster.orchestration.resources import FeatureExecutorResource
 from klio_dagster.orchestration.run_health import clean_up_after_dead_runs
 from klio_dagster.storage.stores import FeatureStore
@@ -180,7 +180,7 @@ def load_location(target: str | None = None) -> Location:
             store = store_resource.get_store()
     except KeyError:
         raise LocationError("the code location has no `klio_store` resource (a FeatureStoreResource)") from None
-    instance = DagsterInstance.get()
+    instance = open_instance()
     dead, removed = clean_up_after_dead_runs(instance, store)
     if dead or removed:
         print(

@@ -6,8 +6,11 @@ Storage is SQLite in the instance's folder, or Postgres when ``KLIO_POSTGRES_URL
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
+
+from dagster import DagsterInstance
 
 from klio_dagster.errors import ConfigurationError
 from klio_dagster.events.priority import run_queue_config
@@ -67,3 +70,17 @@ def write_local_instance_config(home: Path) -> None:
             f"{config} keeps this instance's history in {have}, but the environment asks for {asked}: "
             f"use another DAGSTER_HOME for {asked.split()[0]}, or {'set' if not postgres else 'unset'} KLIO_POSTGRES_URL"
         )
+
+
+def open_instance() -> DagsterInstance:
+    """The instance at ``DAGSTER_HOME``, opened under an exclusive lock beside its ``dagster.yaml``.
+
+    Opening a new SQLite instance creates its databases and stamps their schema versions; two
+    commands doing that at once stamped two versions into one database (seen: every later command
+    then failed in alembic, "more than one head present"). The lock makes the second wait until the
+    first has created them; opening an existing instance takes milliseconds under it.
+    """
+    home = Path(os.environ["DAGSTER_HOME"])
+    with open(home / ".klio-open.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return DagsterInstance.get()
