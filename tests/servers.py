@@ -51,6 +51,16 @@ def local_server(command: list[str], port: int, *, env: dict[str, str], what: st
         stop(proc)
 
 
+@contextmanager
+def gcs_emulator(bucket: str) -> Iterator[None]:
+    """The GCS emulator (in memory, with ``bucket``) on a free loopback port, ``STORAGE_EMULATOR_HOST`` set while it serves."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("gcp-storage-emulator")
+    command = [str(exe), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", f"--default-bucket={bucket}", "-q"]
+    with local_server(command, port, env={"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}, what="the GCS emulator"):
+        yield
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

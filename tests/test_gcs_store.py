@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-from servers import free_port, local_server
+from servers import gcs_emulator as running_gcs_emulator
 
 from examples.reference_graph import reference_graph as graph
 from klio_dagster import GCSFeatureStore, TrackTask, compute_track, open_store
@@ -18,10 +15,7 @@ BUCKET = "klio-test"
 
 @pytest.fixture(scope="module")
 def gcs_emulator():
-    port = free_port()
-    exe = Path(sys.executable).with_name("gcp-storage-emulator")
-    command = [str(exe), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}", "-q"]
-    with local_server(command, port, env={"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}, what="the GCS emulator"):
+    with running_gcs_emulator(BUCKET):
         yield
 
 

@@ -92,7 +92,7 @@ def test_loading_a_code_location_writes_nothing_and_changes_no_environment(tmp_p
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KLIO_", "DAGSTER_"))}
     env.update(DAGSTER_HOME=str(home), KLIO_PROFILE=profile, PYTHONPATH=str(repo))
     if profile == "gcp":
-        env.update(KLIO_STORE="gs://bucket/prefix", GCP_PROJECT="p")
+        env.update(KLIO_STORE="gs://bucket/prefix", GCP_PROJECT="p", KLIO_DATAFLOW_TEMP="gs://bucket/tmp")
     done = subprocess.run([sys.executable, "-c", LOAD_AND_COMPARE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, compute_track
 from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import ConfigurationError, WorkerLost
+from klio_dagster.executors.dataflow import job_args
 from klio_dagster.executors.processes import ProcessIdentity, child_processes, exit_with, kill_processes
 from klio_dagster.storage.stores import RUNS_FOLDER, FeatureStore
 
@@ -153,6 +154,8 @@ class BeamExecutor:
         Extra Beam pipeline options (``--project=...``, ``--region=...``, ...).
     poll_interval_s : float
         How often the results folder is listed while the pipeline runs.
+    labels : dict of str to str
+        Labels of a Dataflow job (the Dagster run's ID), checked against Dataflow's rules.
     native_threads : int
         Threads of the native pools (BLAS, OpenMP) in each worker process; 0
         keeps the libraries' default of one per core. The default, 1, suits
@@ -167,6 +170,7 @@ class BeamExecutor:
     pipeline_args: list[str] = field(default_factory=list)
     poll_interval_s: float = 0.5
     native_threads: int = 1
+    labels: dict[str, str] = field(default_factory=dict)
 
     def _pipeline(self, job_name: str) -> beam.Pipeline:
         if self.runner == LOCAL_RUNNER:
@@ -182,12 +186,14 @@ class BeamExecutor:
             )
             return beam.Pipeline(runner=FnApiRunner(), options=options)
         if self.runner == DATAFLOW_RUNNER:
-            return beam.Pipeline(runner=DATAFLOW_RUNNER, options=PipelineOptions(self.pipeline_args, job_name=job_name))
+            options = PipelineOptions([*self.pipeline_args, *job_args(job_name, self.labels)])
+            return beam.Pipeline(runner=DATAFLOW_RUNNER, options=options)
         raise ConfigurationError(f"unknown Beam runner {self.runner!r}: use {LOCAL_RUNNER!r} or {DATAFLOW_RUNNER!r}")
 
-    def run(
+    def build(
         self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
-    ) -> Iterator[list[PairResult]]:
+    ) -> tuple[beam.Pipeline, str, str]:
+        """The batch's pipeline, not yet run; the folder its workers write results to; its job name."""
         if self.runner == DATAFLOW_RUNNER and not store.root_uri.startswith("gs://"):
             raise ConfigurationError("Dataflow workers cannot reach a local feature store: set KLIO_STORE to gs://bucket/prefix")
         driver = ProcessIdentity.current()
@@ -202,6 +208,13 @@ class BeamExecutor:
             | "Spread" >> beam.Reshuffle()
             | "Compute" >> beam.ParDo(compute)
         )
+        return pipeline, folder, job_name
+
+    def run(
+        self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
+    ) -> Iterator[list[PairResult]]:
+        pipeline, folder, job_name = self.build(tasks, graph, store, limits)
+        local = self.runner == LOCAL_RUNNER
         errors: list[BaseException] = []
 
         def run_pipeline() -> None:

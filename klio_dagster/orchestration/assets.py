@@ -130,7 +130,7 @@ def compute_features(
         context.log.info(f"{len(left)} pairs left to earlier runs in progress that claim them: {', '.join(holders)}")
     if not tasks:
         return
-    executor = executor_resource.executor_for(len(tasks))
+    executor = executor_resource.executor_for(len(tasks), run_id=context.run_id)
     context.log.info(f"executing with {type(executor).__name__}")
     failed, examples, unannounced, announce_errors = 0, [], [], []
 

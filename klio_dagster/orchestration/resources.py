@@ -64,7 +64,8 @@ class FeatureExecutorResource(ConfigurableResource):
         default=1, ge=0, description="BLAS/OpenMP threads per track computation (each Beam worker, or in-process); 0 = no cap."
     )
 
-    def executor_for(self, n_tracks: int) -> TrackExecutor:
+    def executor_for(self, n_tracks: int, run_id: str | None = None) -> TrackExecutor:
+        """The executor of a batch of ``n_tracks``; a Dataflow job is labelled with the Dagster ``run_id``."""
         if self.mode == "in_process" or (self.mode == "auto" and n_tracks < self.beam_min_tracks):
             return InProcessExecutor(native_threads=self.native_threads)
         from klio_dagster.executors.beam import BeamExecutor  # Apache Beam is imported only by runs that use it
@@ -74,6 +75,7 @@ class FeatureExecutorResource(ConfigurableResource):
             num_workers=self.num_workers,
             pipeline_args=list(self.pipeline_args),
             native_threads=self.native_threads,
+            labels={"dagster-run-id": run_id} if run_id else {},
         )
 
 

@@ -1,0 +1,111 @@
+"""Dataflow without a cloud account: options checked, and a real Dataflow job built by Beam's
+DataflowRunner (a template written to a local file), staged to the GCS emulator, checked field by field."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from google.cloud import storage
+from servers import gcs_emulator as running_gcs_emulator
+
+from examples.reference_graph import reference_graph as graph
+from klio_dagster.core.execution import TrackTask
+from klio_dagster.errors import ConfigurationError
+from klio_dagster.executors.beam import BeamExecutor
+from klio_dagster.executors.dataflow import DataflowOptions, job_args
+from klio_dagster.storage.stores import open_store
+
+BUCKET = "klio-dataflow"
+OPTIONS = DataflowOptions(
+    project="acme-audio", region="europe-west1", temp_location=f"gs://{BUCKET}/tmp", staging_location=f"gs://{BUCKET}/staging",
+    sdk_container_image="europe-docker.pkg.dev/acme-audio/klio/klio-dagster-dataflow:0.1.0",
+    service_account_email="klio-worker@acme-audio.iam.gserviceaccount.com", network="audio", subnetwork="regions/europe-west1/subnetworks/audio",
+    machine_type="n2-highmem-4", max_num_workers=40, experiments=("use_runner_v2",), use_public_ips=False,
+)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"project": ""}, "needs project"), ({"temp_location": ""}, "needs temp_location"), ({"temp_location": "/tmp/x"}, "gs://"),
+     ({"staging_location": "s3://b/x"}, "gs://"), ({"max_num_workers": -1}, "max_num_workers")],
+)
+def test_dataflow_options_that_cannot_work_are_refused_saying_which(changes, message):
+    fields = {**OPTIONS.__dict__, **changes}
+    with pytest.raises(ConfigurationError, match=message):
+        DataflowOptions(**fields)
+
+
+@pytest.mark.unit
+def test_job_names_and_labels_follow_dataflows_rules():
+    run_id = str(uuid.uuid4())
+    assert job_args("klio-0123abcd", {"dagster-run-id": run_id}) == ["--job_name=klio-0123abcd", f"--labels=dagster-run-id={run_id}"]
+    for name in ("Klio", "klio_x", "9klio", "klio-"):
+        with pytest.raises(ConfigurationError, match="job name"):
+            job_args(name, {})
+    with pytest.raises(ConfigurationError, match="label"):
+        job_args("klio-x", {"Run": "x"})
+
+
+@pytest.mark.unit
+def test_the_gcp_profile_reads_every_option_and_refuses_a_missing_one(monkeypatch):
+    from resources import profile_resources
+
+    for name in [n for n in __import__("os").environ if n.startswith("KLIO_DATAFLOW_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GCP_PROJECT", "acme-audio")
+    monkeypatch.setenv("KLIO_STORE", "gs://bucket/features")
+    with pytest.raises(ConfigurationError, match="temp_location"):
+        profile_resources("gcp")
+    for name, value in {"TEMP": "gs://b/tmp", "MACHINE_TYPE": "n2-highmem-4", "MAX_WORKERS": "40", "EXPERIMENTS": "a,b",
+                        "PUBLIC_IPS": "false", "SERVICE_ACCOUNT": "w@p.iam.gserviceaccount.com"}.items():
+        monkeypatch.setenv(f"KLIO_DATAFLOW_{name}", value)
+    args = profile_resources("gcp")["klio_executor"].pipeline_args
+    assert {"--region=us-central1", "--machine_type=n2-highmem-4", "--max_num_workers=40", "--experiments=a", "--experiments=b",
+            "--no_use_public_ips", "--service_account_email=w@p.iam.gserviceaccount.com"} <= set(args)
+
+
+@pytest.fixture(scope="module")
+def gcs_emulator():
+    with running_gcs_emulator(BUCKET):
+        yield
+
+
+@pytest.mark.integration
+@pytest.mark.gcs
+def test_a_batch_builds_a_dataflow_job_with_its_options_and_run_label_staged_to_gcs(gcs_emulator, tmp_path):
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    run_id = str(uuid.uuid4())
+    template = tmp_path / "template.json"
+    executor = BeamExecutor(
+        runner="DataflowRunner", pipeline_args=[*OPTIONS.args(), f"--template_location={template}"], labels={"dagster-run-id": run_id}
+    )
+    store = open_store(f"gs://{BUCKET}/features", gcs_project="test")
+    tasks = [TrackTask(f"track-{i}", ("downsample", "energy")) for i in range(3)]
+    pipeline, _, job_name = executor.build(tasks, graph, store)
+    pipeline.run()  # with a template location, Beam builds and stages the job and writes it instead of submitting it
+
+    job = json.loads(template.read_text())
+    assert job["name"] == job_name and job["type"] == "JOB_TYPE_BATCH" and job["labels"] == {"dagster-run-id": run_id}
+    env = job["environment"]
+    (pool,) = env["workerPools"]
+    assert env["serviceAccountEmail"] == OPTIONS.service_account_email
+    assert env["tempStoragePrefix"].startswith(f"storage.googleapis.com/{BUCKET}/tmp/")
+    assert "use_runner_v2" in env["experiments"]
+    assert pool["machineType"] == OPTIONS.machine_type and pool["network"] == OPTIONS.network
+    assert pool["subnetwork"] == OPTIONS.subnetwork and pool["ipConfiguration"] == "WORKER_IP_PRIVATE"
+    assert pool["autoscalingSettings"]["maxNumWorkers"] == OPTIONS.max_num_workers
+    assert [c["containerImage"] for c in pool["sdkHarnessContainerImages"]] == [OPTIONS.sdk_container_image]
+    options = env["sdkPipelineOptions"]["options"]
+    assert (options["project"], options["region"]) == (OPTIONS.project, OPTIONS.region)
+
+    # What Beam staged is in the bucket: the pipeline itself, with the batch's transforms.
+    staged = {b.name: b for b in storage.Client(project="test").list_blobs(BUCKET, prefix="staging/")}
+    (pipeline_blob,) = [b for name, b in staged.items() if name.endswith("/pipeline.pb")]
+    assert {p["location"].rsplit("/", 1)[1] for p in pool["packages"]} <= {n.rsplit("/", 1)[1] for n in staged}
+    proto = beam_runner_api_pb2.Pipeline.FromString(pipeline_blob.download_as_bytes())
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert {"Tracks", "Spread", "Compute"} <= names
