@@ -262,7 +262,10 @@ def test_live_run_gets_the_free_slot_while_a_10k_track_backfill_is_queued(klio_e
         rq.dequeue()
         states = _backfill_states(rq, backfill)
         assert rq.status(second.run_id) in IN_PROGRESS, f"{rq.status(second.run_id)}, backfill {_counts(states)}"
-        assert len(states["in_progress"]) == 1, _counts(states)
+        # At most one batch beside it (the one running may have just finished: a ledger batch of a few tracks is quick).
+        assert len(states["in_progress"]) <= 1 and len(states["queued"]) == 10 - len(states["finished"]) - len(states["in_progress"]), (
+            _counts(states)
+        )
 
 
 def test_with_one_slot_the_live_run_waits_for_at_most_one_batch(klio_env, catalogue, monkeypatch):
