@@ -29,6 +29,9 @@ from klio_dagster.storage.sql import driver_tuples
 WRITE_CHUNK = 2_000
 #: Track IDs per ``IN`` clause.
 READ_CHUNK = 5_000
+#: A page of shards is sized to this share of its page size: at 10,000 tracks, three standard deviations
+#: of the shards' sizes below it, so that a page rarely comes out over and gives shards back.
+_PAGE_FILL = 0.97
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,11 @@ class PairState:
 
 
 class TrackPage(list):
-    """A page of track IDs (a ``list``) that knows the shards it spans, so lineage is read by shard."""
+    """A page of track IDs (a ``list``): every track of the shards ``first_shard`` to ``last_shard``, so lineage is read by shard."""
 
-    def __init__(self, tracks: Iterable[str], shards: Iterable[int]):
+    def __init__(self, tracks: Iterable[str], first_shard: int, last_shard: int):
         super().__init__(tracks)
-        self.shards = frozenset(shards)
+        self.first_shard, self.last_shard = first_shard, last_shard
 
 
 def _engine(url: str) -> Engine:
@@ -201,29 +204,29 @@ class Ledger:
             return conn.execute(sa.select(sa.func.count()).select_from(schema.tracks)).scalar_one()
 
     def track_pages(self, page_size: int = 50_000) -> Iterator[TrackPage]:
-        """Every registered track, shard by shard, ``page_size`` at a time (keyset paging: flat memory).
+        """Every registered track, shard by shard, about ``page_size`` at a time, each page whole shards (flat memory).
 
-        A page holds whole shards where they fit, so that a run over a page records
-        few (feature, shard) events: a page ends at a shard's end if one ends in its
-        second half.
+        A page is a range of shards read by the shard index, its span sized from the tracks per
+        shard read so far (shards are filled evenly by the hash); a page that comes out over
+        ``page_size`` gives its last shards back to the next one. One shard larger than a page
+        is a page of its own. Whole shards keep a run over a page to few (feature, shard) events
+        and let its lineage be read by shard range.
         """
         t = schema.tracks
-        after: tuple[int, str] | None = None
-        while True:
-            query = sa.select(t.c.shard, t.c.track_id).order_by(t.c.shard, t.c.track_id).limit(page_size)
-            if after is not None:
-                query = query.where(sa.tuple_(t.c.shard, t.c.track_id) > sa.tuple_(*after))
+        first, seen_shards, seen_tracks = 0, self.shards, self.count_tracks()  # the whole catalogue's average, then the pages'
+        while first < self.shards and seen_tracks:
+            span = max(1, int(_PAGE_FILL * page_size * seen_shards / seen_tracks))
+            last = min(self.shards, first + span) - 1
+            query = sa.select(t.c.shard, t.c.track_id).where(t.c.shard.between(first, last)).order_by(t.c.shard, t.c.track_id)
             rows = self._tuples(query)
-            if not rows:
-                return
-            shards = [r[0] for r in rows]
-            if len(rows) == page_size and shards[len(rows) // 2] != shards[-1]:
-                end = len(shards) - 1
-                while shards[end] == shards[-1]:
-                    end -= 1
-                rows, shards = rows[: end + 1], shards[: end + 1]
-            yield TrackPage([r[1] for r in rows], set(shards))
-            after = (rows[-1][0], rows[-1][1])
+            if len(rows) > page_size and rows[0][0] != rows[-1][0]:  # give the shards past page_size back
+                keep = rows[page_size][0] if rows[page_size][0] != rows[0][0] else rows[0][0] + 1
+                last = keep - 1
+                rows = rows[: next(i for i, r in enumerate(rows) if r[0] >= keep)]
+            seen_shards, seen_tracks = seen_shards + last - first + 1, seen_tracks + len(rows)
+            if rows:
+                yield TrackPage([r[1] for r in rows], first, last)
+            first = last + 1
 
     def tracks_in_shards(self, shards: Iterable[int]) -> list[str]:
         t = schema.tracks
@@ -247,17 +250,17 @@ class Ledger:
         return found
 
     def data_versions_in_page(self, features: Sequence[str], page: TrackPage) -> dict[str, dict[str, str]]:
-        """:meth:`data_versions` of each of ``features`` for a page, read by its shards in one query (no list of IDs)."""
+        """:meth:`data_versions` of each of ``features`` for a page, read by its shard range in one query (no list of IDs)."""
         p = schema.pairs
-        query = sa.select(p.c.feature, p.c.track_id, p.c.data_version).where(
-            p.c.feature.in_(list(features)), p.c.shard.in_(sorted(page.shards)), p.c.data_version.is_not(None)
+        names = list(features)
+        position = sa.case({name: j for j, name in enumerate(names)}, value=p.c.feature)
+        query = sa.select(position, p.c.track_id, p.c.data_version).where(
+            p.c.feature.in_(names), p.c.shard.between(page.first_shard, page.last_shard), p.c.data_version.is_not(None)
         )
-        found: dict[str, dict[str, str]] = {f: {} for f in features}
-        wanted = set(page)  # a page's first and last shard may go on in the pages beside it
-        for feature, track, version in self._tuples(query):
-            if track in wanted:
-                found[feature][track] = version
-        return found
+        found: list[dict[str, str]] = [{} for _ in names]
+        for j, track, version in self._tuples(query):
+            found[j][track] = version
+        return dict(zip(names, found))
 
     def _tuples(self, query: sa.Select) -> list[tuple]:
         """The rows of ``query`` as the driver's plain tuples: a plan reads millions."""
