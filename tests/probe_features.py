@@ -38,3 +38,18 @@ def seconds(audio: Audio, track_id: str) -> pd.DataFrame:
 
 
 schema_graph = FeatureGraph([seconds])
+
+
+@feature(code_version="1", output="json")
+def worker_process(audio: Audio, track_id: str) -> dict:
+    """The process that computed this track and its ancestors; tracks whose ID contains ``slow`` take a minute."""
+    import time
+
+    import psutil
+
+    if "slow" in track_id:
+        time.sleep(60)
+    return {"pid": os.getpid(), "ancestors": [p.pid for p in psutil.Process().parents()]}
+
+
+process_graph = FeatureGraph([worker_process])

@@ -37,9 +37,13 @@ def wait_for_port(port: int, timeout_s: float) -> bool:
 
 
 @contextmanager
-def local_server(command: list[str], port: int, *, env: dict[str, str], what: str, timeout_s: float = 60) -> Iterator[None]:
-    """Run ``command`` (its own process group) until the block ends, with ``env`` set while it serves."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def local_server(
+    command: list[str], port: int, *, env: dict[str, str], what: str, timeout_s: float = 60, server_env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """Run ``command`` (its own process group, ``server_env`` added to its environment) until the block ends, with ``env`` set while it serves."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **(server_env or {})}
+    )
     try:
         if not wait_for_port(port, timeout_s):
             pytest.fail(f"{what} did not start within {timeout_s:.0f} s")

@@ -1,11 +1,16 @@
 """Running ``compute_track`` over many tracks as one Apache Beam pipeline.
 
 Locally the pipeline runs on Beam's ``FnApiRunner`` with one SDK worker
-process per core; in production the same pipeline runs on Dataflow. Each
+process per core; in production the same pipeline runs on Dataflow; any
+portable job service (``PortableRunner``, ``--job_endpoint``) runs it too. Each
 worker writes a track's results as one small JSON object under a run
 folder of the feature store; the launching step polls that folder, so it
 records materialisations while the pipeline is still computing (and the
 same mechanism works for remote runners, where the store is on GCS).
+
+A remote job (Dataflow, a job service) is reported once its runner accepts
+it (:class:`SubmittedJob`: its ID and console URL) and cancelled if the
+caller stops before it ends: a terminated Dagster run leaves no job running.
 """
 
 from __future__ import annotations
@@ -18,25 +23,28 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import apache_beam as beam
 import psutil
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 from threadpoolctl import threadpool_limits
 
 from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, compute_track
 from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import ConfigurationError, WorkerLost
-from klio_dagster.executors.dataflow import job_args
+from klio_dagster.executors.dataflow import console_url, job_args
 from klio_dagster.executors.processes import ProcessIdentity, child_processes, exit_with, kill_processes
 from klio_dagster.storage.stores import RUNS_FOLDER, FeatureStore
 
 LOCAL_RUNNER = "FnApiRunner"
+PORTABLE_RUNNER = "PortableRunner"
 DATAFLOW_RUNNER = "DataflowRunner"
+RUNNERS = (LOCAL_RUNNER, PORTABLE_RUNNER, DATAFLOW_RUNNER)
 _WORKER_COMMAND = "sdk_worker_main"
 
 
@@ -129,6 +137,30 @@ class _LocalWorkers:
         kill_processes([*self.known.values(), *child_processes(_WORKER_COMMAND)])
 
 
+@dataclass(frozen=True)
+class SubmittedJob:
+    """A batch's pipeline as a remote runner accepted it: what its Dagster run shows of it.
+
+    ``job_id`` and ``console_url`` are Dataflow's (empty elsewhere).
+    """
+
+    runner: str
+    name: str
+    job_id: str = ""
+    console_url: str = ""
+
+    def tags(self) -> dict[str, str]:
+        """Run tags naming the job (``klio/beam_job``, ``klio/dataflow_job_id``, ``klio/dataflow_console_url``)."""
+        tags = {"klio/beam_runner": self.runner, "klio/beam_job": self.name}
+        if self.job_id:
+            tags.update({"klio/dataflow_job_id": self.job_id, "klio/dataflow_console_url": self.console_url})
+        return tags
+
+    def describe(self) -> str:
+        where = f": job {self.job_id}, {self.console_url}" if self.job_id else ""
+        return f"{self.runner} accepted the pipeline {self.name}{where}"
+
+
 def _spread(tasks: Sequence[TrackTask]) -> list[TrackTask]:
     """Tasks in a stable pseudo-random order.
 
@@ -156,6 +188,9 @@ class BeamExecutor:
         How often the results folder is listed while the pipeline runs.
     labels : dict of str to str
         Labels of a Dataflow job (the Dagster run's ID), checked against Dataflow's rules.
+    on_submitted : callable, optional
+        Called with the :class:`SubmittedJob` once a remote runner accepts a batch's pipeline
+        (from the thread iterating :meth:`run`).
     native_threads : int
         Threads of the native pools (BLAS, OpenMP) in each worker process; 0
         keeps the libraries' default of one per core. The default, 1, suits
@@ -171,6 +206,7 @@ class BeamExecutor:
     poll_interval_s: float = 0.5
     native_threads: int = 1
     labels: dict[str, str] = field(default_factory=dict)
+    on_submitted: Callable[[SubmittedJob], None] | None = None
 
     def _pipeline(self, job_name: str) -> beam.Pipeline:
         if self.runner == LOCAL_RUNNER:
@@ -185,10 +221,12 @@ class BeamExecutor:
                 job_name=job_name,
             )
             return beam.Pipeline(runner=FnApiRunner(), options=options)
+        if self.runner == PORTABLE_RUNNER:
+            return beam.Pipeline(runner=PORTABLE_RUNNER, options=PipelineOptions([*self.pipeline_args, f"--job_name={job_name}"]))
         if self.runner == DATAFLOW_RUNNER:
             options = PipelineOptions([*self.pipeline_args, *job_args(job_name, self.labels)])
             return beam.Pipeline(runner=DATAFLOW_RUNNER, options=options)
-        raise ConfigurationError(f"unknown Beam runner {self.runner!r}: use {LOCAL_RUNNER!r} or {DATAFLOW_RUNNER!r}")
+        raise ConfigurationError(f"unknown Beam runner {self.runner!r}: use one of {', '.join(RUNNERS)}")
 
     def build(
         self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
@@ -215,41 +253,44 @@ class BeamExecutor:
     ) -> Iterator[list[PairResult]]:
         pipeline, folder, job_name = self.build(tasks, graph, store, limits)
         local = self.runner == LOCAL_RUNNER
-        errors: list[BaseException] = []
-
-        def run_pipeline() -> None:
-            try:
-                pipeline.run().wait_until_finish()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
-                errors.append(exc)
-
-        thread = threading.Thread(target=run_pipeline, name="klio-beam-pipeline", daemon=True)
+        job = _Job(pipeline)
+        thread = threading.Thread(target=job.run, name="klio-beam-pipeline", daemon=True)
         # Workers start while the pipeline runs: their environment is kept until it ends.
         with _importable_by_workers(graph) if local else nullcontext():
             thread.start()
-            for results in self._collect(thread, errors, store, folder, len(tasks), _LocalWorkers() if local else None):
+            for results in self._collect(thread, job, store, folder, len(tasks), _LocalWorkers() if local else None, job_name):
                 for result in results:
                     if result.ok:
                         result.metadata.update(executor=f"beam/{self.runner}", pipeline_job=job_name)
                 yield results
 
+    def _submitted(self, result: PipelineResult, job_name: str) -> SubmittedJob:
+        if self.runner == DATAFLOW_RUNNER and getattr(result, "has_job", False):  # a template run submits nothing
+            options = PipelineOptions(self.pipeline_args).view_as(GoogleCloudOptions)
+            job_id = result.job_id()
+            return SubmittedJob(self.runner, job_name, job_id, console_url(options.project, options.region, job_id))
+        return SubmittedJob(self.runner, job_name)
+
     def _collect(
         self,
         thread: threading.Thread,
-        errors: list[BaseException],
+        job: _Job,
         store: FeatureStore,
         folder: str,
         n_tasks: int,
         workers: _LocalWorkers | None,
+        job_name: str,
     ) -> Iterator[list[PairResult]]:
         """Each track's results as its worker writes them, until the pipeline ends; then the run folder goes.
 
         Local workers are watched: if one dies while tracks still lack results
         (the runner itself would wait for it forever), the others are stopped
         and :class:`WorkerLost` is raised. If the caller stops (the run is
-        terminated, interrupted, or fails), the local workers are stopped too.
+        terminated, interrupted, or fails), the local workers are stopped, or
+        the remote job cancelled.
         """
         seen: set[str] = set()
+        reported = False
 
         def new_results() -> Iterator[list[PairResult]]:
             for name in sorted(store.list_names(folder) - seen):
@@ -259,6 +300,10 @@ class BeamExecutor:
         try:
             while True:
                 finished = not thread.is_alive()
+                if not reported and job.result is not None and not workers:
+                    reported = True
+                    if self.on_submitted:
+                        self.on_submitted(self._submitted(job.result, job_name))
                 yield from new_results()
                 if finished:
                     break
@@ -272,9 +317,43 @@ class BeamExecutor:
                         "result: a crash in native code or the out-of-memory killer (see KLIO_MAX_TRACK_SECONDS)"
                     )
                 thread.join(self.poll_interval_s)
-            if errors:
-                raise RuntimeError(f"the Beam pipeline failed: {errors[0]}") from errors[0]
+            if job.error is not None:
+                raise RuntimeError(f"the Beam pipeline failed: {job.error}") from job.error
         finally:
-            if workers and thread.is_alive():
-                workers.stop()
+            if thread.is_alive():
+                if workers:
+                    workers.stop()
+                else:
+                    job.cancel()
             store.delete_folder(folder)
+
+
+class _Job:
+    """A pipeline run in a thread: its runner's result once submitted, and the error it ended with."""
+
+    def __init__(self, pipeline: beam.Pipeline):
+        self.pipeline = pipeline
+        self.result: PipelineResult | None = None
+        self.error: BaseException | None = None
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            result = self.pipeline.run()  # a remote runner returns once the job is accepted; the local one at its end
+            with self._lock:
+                self.result, cancel_now = result, self._cancelled
+            if cancel_now:
+                result.cancel()
+                return
+            result.wait_until_finish()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the collecting thread
+            if not self._cancelled:
+                self.error = exc
+
+    def cancel(self) -> None:
+        """Cancel the remote job (or, if it is still being submitted, as soon as it is accepted)."""
+        with self._lock:
+            self._cancelled, result = True, self.result
+        if result is not None:
+            result.cancel()

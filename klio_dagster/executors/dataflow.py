@@ -117,3 +117,8 @@ def job_args(job_name: str, labels: Mapping[str, str]) -> list[str]:
             raise ConfigurationError(f"Dataflow label {key}={value}: lowercase letters, digits, '-' and '_', at most 63 each")
         args.append(f"--labels={key}={value}")
     return args
+
+
+def console_url(project: str, region: str, job_id: str) -> str:
+    """The Dataflow console's page of a job (the address Beam logs when it waits for one)."""
+    return f"https://console.cloud.google.com/dataflow/jobs/{region}/{job_id}?project={project}"

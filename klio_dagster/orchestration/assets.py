@@ -12,6 +12,8 @@ so that the run, and each failed partition, show it.
 
 
 from collections.abc import Iterator
+from contextlib import closing
+from typing import TYPE_CHECKING
 
 from dagster import (
     AssetCheckEvaluation,
@@ -47,6 +49,9 @@ from klio_dagster.orchestration.tags import FEATURES_ASSET_NAME, FORMAT_METADATA
 from klio_dagster.planning.lineage import lineage_for
 from klio_dagster.planning.planner import plan
 from klio_dagster.tiers import Catalogue, Tier, tier_from_environment
+
+if TYPE_CHECKING:
+    from klio_dagster.executors.beam import SubmittedJob
 
 
 class FeatureRunConfig(Config):
@@ -130,7 +135,12 @@ def compute_features(
         context.log.info(f"{len(left)} pairs left to earlier runs in progress that claim them: {', '.join(holders)}")
     if not tasks:
         return
-    executor = executor_resource.executor_for(len(tasks), run_id=context.run_id)
+
+    def submitted(job: "SubmittedJob") -> None:  # the run's page names the remote job, and the run's end cancels it
+        instance.add_run_tags(context.run_id, job.tags())
+        context.log.info(job.describe())
+
+    executor = executor_resource.executor_for(len(tasks), run_id=context.run_id, on_submitted=submitted)
     context.log.info(f"executing with {type(executor).__name__}")
     failed, examples, unannounced, announce_errors = 0, [], [], []
 
@@ -148,25 +158,27 @@ def compute_features(
     checks = SchemaTally()
     no_result = "the executor returned no result for this track"
     try:
-        for done, results in enumerate(executor.run(tasks, graph, store, sources.limits()), 1):
-            if results:
-                pending.pop(results[0].track_id, None)
-            read_later = {p for r in results for p in r.input_versions}
-            for result in results:
-                checks.add(result)
-                if result.ok:
-                    yield from recorder.success(result, graph[result.feature], result.feature in read_later)
-                    if outputs.enabled:
-                        unannounced.append(_done(result, context.run_id))
-                else:
-                    failed += 1
-                    if len(examples) < 20:
-                        examples.append(f"{result.feature} / {result.track_id}: {result.error}")
-                    yield from recorder.failure(result.feature, result.track_id, result.error or "")
-            if done % 50 == 0:
-                context.log.info(f"{done}/{len(tasks)} tracks done")
-            if done % output_chunk_tracks == 0:
-                announce()
+        # Closed however the step ends (a terminated run raises here): the executor stops its workers or cancels its job.
+        with closing(executor.run(tasks, graph, store, sources.limits())) as batches:
+            for done, results in enumerate(batches, 1):
+                if results:
+                    pending.pop(results[0].track_id, None)
+                read_later = {p for r in results for p in r.input_versions}
+                for result in results:
+                    checks.add(result)
+                    if result.ok:
+                        yield from recorder.success(result, graph[result.feature], result.feature in read_later)
+                        if outputs.enabled:
+                            unannounced.append(_done(result, context.run_id))
+                    else:
+                        failed += 1
+                        if len(examples) < 20:
+                            examples.append(f"{result.feature} / {result.track_id}: {result.error}")
+                        yield from recorder.failure(result.feature, result.track_id, result.error or "")
+                if done % 50 == 0:
+                    context.log.info(f"{done}/{len(tasks)} tracks done")
+                if done % output_chunk_tracks == 0:
+                    announce()
     except WorkerLost as exc:
         no_result = f"{type(exc).__name__}: {exc}"
         examples.append(no_result)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -13,6 +14,9 @@ from klio_dagster.core.execution import DEFAULT_MAX_DURATION_S, TrackLimits
 from klio_dagster.executors.in_process import InProcessExecutor, TrackExecutor
 from klio_dagster.storage.sources import DEFAULT_MAX_SOURCE_BYTES, SourcePolicy
 from klio_dagster.storage.stores import FeatureStore, open_store
+
+if TYPE_CHECKING:
+    from klio_dagster.executors.beam import SubmittedJob
 
 
 def local_default(value: str, variable: str) -> str:
@@ -57,15 +61,23 @@ class FeatureExecutorResource(ConfigurableResource):
 
     mode: Literal["auto", "in_process", "beam"] = "auto"
     beam_min_tracks: int = Field(default=8, ge=1)
-    runner: str = Field(default="FnApiRunner", description="Beam runner: FnApiRunner (local) or DataflowRunner.")
+    runner: str = Field(
+        default="FnApiRunner",
+        description="Beam runner: FnApiRunner (local), PortableRunner (a job service: --job_endpoint) or DataflowRunner.",
+    )
     num_workers: int = Field(default=0, ge=0, description="Local Beam workers; 0 = one per core.")
     pipeline_args: list[str] = Field(default_factory=list, description="Extra Beam pipeline options.")
     native_threads: int = Field(
         default=1, ge=0, description="BLAS/OpenMP threads per track computation (each Beam worker, or in-process); 0 = no cap."
     )
 
-    def executor_for(self, n_tracks: int, run_id: str | None = None) -> TrackExecutor:
-        """The executor of a batch of ``n_tracks``; a Dataflow job is labelled with the Dagster ``run_id``."""
+    def executor_for(
+        self, n_tracks: int, run_id: str | None = None, on_submitted: Callable[[SubmittedJob], None] | None = None
+    ) -> TrackExecutor:
+        """The executor of a batch of ``n_tracks``; a Dataflow job is labelled with the Dagster ``run_id``.
+
+        ``on_submitted`` is told of a remote job once its runner accepts it (see :class:`~klio_dagster.executors.beam.BeamExecutor`).
+        """
         if self.mode == "in_process" or (self.mode == "auto" and n_tracks < self.beam_min_tracks):
             return InProcessExecutor(native_threads=self.native_threads)
         from klio_dagster.executors.beam import BeamExecutor  # Apache Beam is imported only by runs that use it
@@ -76,6 +88,7 @@ class FeatureExecutorResource(ConfigurableResource):
             pipeline_args=list(self.pipeline_args),
             native_threads=self.native_threads,
             labels={"dagster-run-id": run_id} if run_id else {},
+            on_submitted=on_submitted,
         )
 
 
