@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from loopback_api import JsonHandler, serving
 
 _JOBS = re.compile(r"^/apis/batch/v1/namespaces/(?P<ns>[^/]+)/jobs(?:/(?P<name>[^/?]+))?")
 _PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods")
@@ -30,18 +31,7 @@ class Recorded:
 
 
 def _handler(recorded: Recorded) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # quiet
-            pass
-
-        def _reply(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
             recorded.requests.append(f"POST {self.path}")
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -70,18 +60,12 @@ def _handler(recorded: Recorded) -> type[BaseHTTPRequestHandler]:
 def kubernetes_api(folder: Path) -> Iterator[tuple[Path, Recorded]]:
     """The stand-in on a free loopback port, and a kubeconfig file pointing at it."""
     recorded = Recorded()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(recorded))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    kubeconfig = folder / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
-        "users": [{"name": "test", "user": {"token": "test"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-    }))
-    try:
+    with serving(_handler(recorded)) as port:
+        kubeconfig = folder / "kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+            "users": [{"name": "test", "user": {"token": "test"}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        }))
         yield kubeconfig, recorded
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -4,6 +4,7 @@ DataflowRunner (a template written to a local file), staged to the GCS emulator,
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import pytest
@@ -109,3 +110,56 @@ def test_a_batch_builds_a_dataflow_job_with_its_options_and_run_label_staged_to_
     proto = beam_runner_api_pb2.Pipeline.FromString(pipeline_blob.download_as_bytes())
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert {"Tracks", "Spread", "Compute"} <= names
+
+
+class Terminated(Exception):
+    """What a terminated Dagster run raises in the step's thread (Dagster turns SIGTERM into an interrupt)."""
+
+
+@pytest.mark.integration
+@pytest.mark.gcs
+def test_a_submitted_dataflow_job_is_named_for_its_run_and_cancelled_when_the_run_is_interrupted(gcs_emulator):
+    """DataflowRunner submits the batch to a loopback stand-in of the Dataflow API; a signal interrupts the batch."""
+    import signal
+    import threading
+    import time
+
+    from dataflow_api import dataflow_api
+
+    from klio_dagster.executors.beam import SubmittedJob
+
+    run_id = str(uuid.uuid4())
+    submitted: list[SubmittedJob] = []
+    store = open_store(f"gs://{BUCKET}/features", gcs_project="test")
+    tasks = [TrackTask(f"track-{i}", ("downsample",)) for i in range(2)]
+
+    def interrupt(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        with dataflow_api() as (endpoint, api):
+            executor = BeamExecutor(
+                runner="DataflowRunner", pipeline_args=[*OPTIONS.args(), f"--dataflow_endpoint={endpoint}", "--no_auth"],
+                labels={"dagster-run-id": run_id}, poll_interval_s=0.2, on_submitted=submitted.append,
+            )
+
+            def terminate_once_submitted() -> None:
+                deadline = time.monotonic() + 120
+                while not submitted and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+            threading.Thread(target=terminate_once_submitted, daemon=True).start()
+            with pytest.raises(Terminated):
+                list(executor.run(tasks, graph, store))  # no worker runs here: no result ever comes
+
+            (job,) = submitted
+            (created,) = api.created
+            assert created["name"] == job.name and created["labels"] == {"dagster-run-id": run_id}
+            assert job.job_id == api.jobs[job.job_id]["id"]
+            assert job.console_url == f"https://console.cloud.google.com/dataflow/jobs/{OPTIONS.region}/{job.job_id}?project={OPTIONS.project}"
+            assert job.tags()["klio/dataflow_job_id"] == job.job_id
+            assert api.state_changes == [(job.job_id, "JOB_STATE_CANCELLED")], api.requests
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -258,7 +258,7 @@ class BeamExecutor:
         # Workers start while the pipeline runs: their environment is kept until it ends.
         with _importable_by_workers(graph) if local else nullcontext():
             thread.start()
-            for results in self._collect(thread, job, store, folder, len(tasks), _LocalWorkers() if local else None, job_name):
+            for results in self._collect(job, store, folder, len(tasks), _LocalWorkers() if local else None, job_name):
                 for result in results:
                     if result.ok:
                         result.metadata.update(executor=f"beam/{self.runner}", pipeline_job=job_name)
@@ -273,7 +273,6 @@ class BeamExecutor:
 
     def _collect(
         self,
-        thread: threading.Thread,
         job: _Job,
         store: FeatureStore,
         folder: str,
@@ -299,7 +298,7 @@ class BeamExecutor:
 
         try:
             while True:
-                finished = not thread.is_alive()
+                finished = job.finished.is_set()
                 if not reported and job.result is not None and not workers:
                     reported = True
                     if self.on_submitted:
@@ -310,17 +309,17 @@ class BeamExecutor:
                 lost = workers.lost() if workers and len(seen) < n_tasks else None
                 if lost:
                     yield from new_results()  # it may have written its last results and ended with the pipeline
-                    thread.join(self.poll_interval_s)
-                if lost and len(seen) < n_tasks and thread.is_alive():
+                    job.finished.wait(self.poll_interval_s)
+                if lost and len(seen) < n_tasks and not job.finished.is_set():
                     raise WorkerLost(
                         f"a Beam worker process died ({lost}) while {n_tasks - len(seen)} of {n_tasks} tracks had no "
                         "result: a crash in native code or the out-of-memory killer (see KLIO_MAX_TRACK_SECONDS)"
                     )
-                thread.join(self.poll_interval_s)
+                job.finished.wait(self.poll_interval_s)
             if job.error is not None:
                 raise RuntimeError(f"the Beam pipeline failed: {job.error}") from job.error
         finally:
-            if thread.is_alive():
+            if not job.finished.is_set():
                 if workers:
                     workers.stop()
                 else:
@@ -329,12 +328,18 @@ class BeamExecutor:
 
 
 class _Job:
-    """A pipeline run in a thread: its runner's result once submitted, and the error it ended with."""
+    """A pipeline run in a thread: its runner's result once submitted, the error it ended with, whether it has.
+
+    ``finished`` is an event rather than the thread's ``is_alive()``: on Python 3.11 an exception
+    raised by a signal handler during ``Thread.join`` (a terminated Dagster run's interrupt) marks
+    the thread stopped while it runs, and the job would be left running.
+    """
 
     def __init__(self, pipeline: beam.Pipeline):
         self.pipeline = pipeline
         self.result: PipelineResult | None = None
         self.error: BaseException | None = None
+        self.finished = threading.Event()
         self._cancelled = False
         self._lock = threading.Lock()
 
@@ -350,6 +355,8 @@ class _Job:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the collecting thread
             if not self._cancelled:
                 self.error = exc
+        finally:
+            self.finished.set()
 
     def cancel(self) -> None:
         """Cancel the remote job (or, if it is still being submitted, as soon as it is accepted)."""
