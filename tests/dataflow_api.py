@@ -3,7 +3,8 @@
 It answers the calls Beam's DataflowRunner makes through the Dataflow client library (create a
 job, get it, list its messages, update its requested state) the way the service does, and keeps
 each request, so a test checks the job the real runner submitted and the cancellation it sent.
-Jobs stay ``JOB_STATE_RUNNING`` (no worker runs here) until a request changes their state.
+Jobs stay ``JOB_STATE_RUNNING`` (no worker runs here) until a request changes their state, or
+report ``Recorded.ends_as`` once created (say ``JOB_STATE_DONE``: a job whose workers wrote nothing).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Recorded:
     state_changes: list[tuple[str, str]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     jobs: dict[str, dict] = field(default_factory=dict)
+    ends_as: str = "JOB_STATE_RUNNING"
 
 
 def _handler(recorded: Recorded) -> type[BaseHTTPRequestHandler]:
@@ -59,6 +61,8 @@ def _handler(recorded: Recorded) -> type[BaseHTTPRequestHandler]:
                 if m["rest"]:
                     return self._reply(200, {"jobMessages": []})
                 job = recorded.jobs[m["id"]]
+                if job["currentState"] == "JOB_STATE_RUNNING":
+                    job["currentState"] = recorded.ends_as
                 return self._reply(200, {k: v for k, v in job.items() if k not in ("steps", "environment")})
             self._reply(404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})
 

@@ -163,3 +163,37 @@ def test_a_submitted_dataflow_job_is_named_for_its_run_and_cancelled_when_the_ru
             assert api.state_changes == [(job.job_id, "JOB_STATE_CANCELLED")], api.requests
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.integration
+@pytest.mark.gcs
+def test_a_runs_dataflow_job_is_in_its_tags_and_a_job_that_computed_nothing_fails_the_run(gcs_emulator, klio_env):
+    from dagster import DagsterInstance
+    from dataflow_api import dataflow_api
+    from runs import catalogue_of, run_plan
+
+    from klio_dagster import FeatureExecutorResource, FeatureStoreResource, OutputEventsResource, build_feature_definitions
+    from klio_dagster.orchestration.resources import TrackSourcesResource
+    from klio_dagster.planning.lineage import plan_against
+
+    with dataflow_api() as (endpoint, api):
+        api.ends_as = "JOB_STATE_DONE"  # the job ends, and no worker wrote a result
+        executor = FeatureExecutorResource(
+            mode="beam", runner="DataflowRunner", pipeline_args=[*OPTIONS.args(), f"--dataflow_endpoint={endpoint}", "--no_auth"]
+        )
+        defs = build_feature_definitions(graph, resources={
+            "klio_store": FeatureStoreResource(uri=f"gs://{BUCKET}/features", gcs_project="test"), "klio_executor": executor,
+            "klio_output": OutputEventsResource(), "klio_sources": TrackSourcesResource(),
+        })
+        catalogue = catalogue_of(defs)
+        tracks = [f"track-{i}" for i in range(2)]
+        catalogue.register({t: f"gs://{BUCKET}/media/{t}.flac" for t in tracks})
+        outcome = run_plan(defs, plan_against(catalogue, graph, ["downsample"], tracks))
+
+    run = DagsterInstance.get().get_run_by_id(outcome.run_id)
+    (created,) = api.created
+    job_id = run.tags["klio/dataflow_job_id"]
+    assert created["labels"] == {"dagster-run-id": outcome.run_id} and run.tags["klio/beam_job"] == created["name"]
+    assert run.tags["klio/dataflow_console_url"].endswith(f"/dataflow/jobs/{OPTIONS.region}/{job_id}?project={OPTIONS.project}")
+    assert outcome.computed == [] and {(f["feature"], f["track"]) for f in outcome.failed} == {("downsample", t) for t in tracks}
+    assert all("no result" in f["error"] for f in outcome.failed)
