@@ -179,7 +179,8 @@ class BeamExecutor:
     Parameters
     ----------
     runner : str
-        ``"FnApiRunner"`` (local, multi-processing) or ``"DataflowRunner"``.
+        ``"FnApiRunner"`` (local, multi-processing), ``"PortableRunner"`` (a job service named by
+        ``--job_endpoint`` in ``pipeline_args``) or ``"DataflowRunner"``.
     num_workers : int
         Local SDK worker processes; 0 means one per core.
     pipeline_args : list of str
