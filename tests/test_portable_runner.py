@@ -118,3 +118,12 @@ def test_a_stopped_batch_cancels_its_job(job_service, catalogue, tmp_path):
     while jobs(job_service)[job.name] not in ("CANCELLED", "CANCELLING") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert jobs(job_service)[job.name] in ("CANCELLED", "CANCELLING")
+
+
+def test_an_unreachable_job_service_fails_the_batch_saying_where_it_looked(catalogue, tmp_path):
+    store = LocalFeatureStore(tmp_path / "store")
+    record_sources(store, {"t": str(catalogue[0].path)})
+    port = free_port()  # nothing serves it
+    executor = BeamExecutor(runner="PortableRunner", pipeline_args=[f"--job_endpoint=localhost:{port}", "--job_server_timeout=3"])
+    with pytest.raises(RuntimeError, match=f"is a job service serving --job_endpoint=localhost:{port}"):
+        list(executor.run([TrackTask("t", ("downsample",))], graph, store))

@@ -272,6 +272,14 @@ class BeamExecutor:
             return SubmittedJob(self.runner, job_name, job_id, console_url(options.project, options.region, job_id))
         return SubmittedJob(self.runner, job_name)
 
+    def _failure(self, error: BaseException) -> str:
+        """What a failed pipeline's error says, with where to look when it says nothing (a timeout)."""
+        message = f"the Beam pipeline failed: {type(error).__name__}: {error}".rstrip(": ")
+        if self.runner == PORTABLE_RUNNER and not str(error):
+            endpoint = PipelineOptions(self.pipeline_args).get_all_options().get("job_endpoint")
+            message += f" (is a job service serving --job_endpoint={endpoint}?)"
+        return message
+
     def _collect(
         self,
         job: _Job,
@@ -318,7 +326,7 @@ class BeamExecutor:
                     )
                 job.finished.wait(self.poll_interval_s)
             if job.error is not None:
-                raise RuntimeError(f"the Beam pipeline failed: {job.error}") from job.error
+                raise RuntimeError(self._failure(job.error)) from job.error
         finally:
             if not job.finished.is_set():
                 if workers:
