@@ -93,6 +93,29 @@ def test_track_pages_cover_the_catalogue_once_shard_by_shard(ledger):
 
 
 @pytest.mark.integration
+def test_pages_of_uneven_shards_hold_whole_shards_and_a_large_shard_alone(ledger):
+    """Shard 3 holds 250 tracks (more than a page), shard 9 holds 90, the others 10 each; pages of 100."""
+    sizes = {shard: 10 for shard in range(16)} | {3: 250, 9: 90}
+    by_shard: dict[int, list[str]] = {s: [] for s in sizes}
+    i = 0
+    while any(len(by_shard[s]) < n for s, n in sizes.items()):
+        track = f"u{i:06d}"
+        if len(by_shard[shard := shard_of(track, 16)]) < sizes[shard]:
+            by_shard[shard].append(track)
+        i += 1
+    ledger.register({t: Source("/m/x.wav") for tracks in by_shard.values() for t in tracks})
+    pages = list(ledger.track_pages(page_size=100))
+    listed = [t for p in pages for t in p]
+    assert listed == [t for s in range(16) for t in sorted(by_shard[s])]  # every track once, shard by shard
+    for page in pages:
+        shards = {shard_of(t, 16) for t in page}
+        assert shards <= set(range(page.first_shard, page.last_shard + 1))
+        assert all(set(by_shard[s]) <= set(page) for s in shards)  # whole shards only
+        assert len(page) <= 100 or shards == {3}
+    assert [sorted(p) for p in pages if shard_of(p[0], 16) == 3] == [sorted(by_shard[3])]
+
+
+@pytest.mark.integration
 def test_a_ledger_opened_with_another_shard_count_is_refused(ledger):
     ledger.register({"t": Source("/m/t.wav")})
     with pytest.raises(ConfigurationError, match="registered with 16 shards, not 17"):
