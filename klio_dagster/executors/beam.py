@@ -274,8 +274,9 @@ class BeamExecutor:
 
     def _failure(self, error: BaseException) -> str:
         """What a failed pipeline's error says, with where to look when it says nothing (a timeout)."""
-        message = f"the Beam pipeline failed: {type(error).__name__}: {error}".rstrip(": ")
-        if self.runner == PORTABLE_RUNNER and not str(error):
+        detail = str(error)
+        message = f"the Beam pipeline failed: {type(error).__name__}" + (f": {detail}" if detail else "")
+        if self.runner == PORTABLE_RUNNER and not detail:
             endpoint = PipelineOptions(self.pipeline_args).get_all_options().get("job_endpoint")
             message += f" (is a job service serving --job_endpoint={endpoint}?)"
         return message

@@ -8,6 +8,7 @@ read an indexed query; nothing here lists the catalogue except
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import json
@@ -222,7 +223,7 @@ class Ledger:
             if len(rows) > page_size and rows[0][0] != rows[-1][0]:  # give the shards past page_size back
                 keep = rows[page_size][0] if rows[page_size][0] != rows[0][0] else rows[0][0] + 1
                 last = keep - 1
-                rows = rows[: next(i for i, r in enumerate(rows) if r[0] >= keep)]
+                rows = rows[: bisect.bisect_left(rows, (keep,))]  # rows sort by (shard, track ID)
             seen_shards, seen_tracks = seen_shards + last - first + 1, seen_tracks + len(rows)
             if rows:
                 yield TrackPage([r[1] for r in rows], first, last)
