@@ -51,15 +51,17 @@ def speech_pause_score(ratio: float) -> float:
     return max(0.0, (0.9 - ratio) / 0.4)
 
 
-def rhythmic_regularity(y: np.ndarray, sr: int) -> float:
+def rhythmic_regularity(y: np.ndarray | None, sr: int, *, S: np.ndarray | None = None) -> float:
     """Peak normalised autocorrelation of the onset strength at beat-like lags, in [0, 1].
 
     Parameters
     ----------
-    y : np.ndarray, shape=(n,)
-        Mono samples.
+    y : np.ndarray, shape=(n,), or None
+        Mono samples; not read when ``S`` is given.
     sr : int
         Sample rate in Hz.
+    S : np.ndarray, shape=(128, frames), optional
+        The track's mel power spectrogram (``mel_power(y, sr, hop_length=HOP_LENGTH)``), if already computed.
 
     Notes
     -----
@@ -68,7 +70,7 @@ def rhythmic_regularity(y: np.ndarray, sr: int) -> float:
     """
     import librosa
 
-    onset = onset_strength(y, sr, hop_length=HOP_LENGTH)
+    onset = onset_strength(y, sr, S=S, hop_length=HOP_LENGTH)
     onset = onset - onset.mean()
     ac = librosa.autocorrelate(onset)
     if ac[0] <= 0:

@@ -6,6 +6,11 @@
                          +-> spectrogram   (an image, shown in the UI)
 
 Asset names are part of the contract: tests, docs and acceptance checks use them.
+
+Two ephemeral features (computed in memory once per track, never stored)
+hold what several features share: ``mel_power``, the mel power spectrogram
+behind both onset envelopes and the spectrogram, and ``pulse_and_pauses``,
+the two descriptors speechiness and instrumentalness are scored from.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from klio_dagster import Audio, FeatureGraph, FeatureOutput, feature
-from klio_dagster.core.audio import beat_track, mel_spectrogram_db, rms_per_interval
+from klio_dagster.core.audio import beat_track, mel_power as mel_power_of, mel_spectrogram_db, rms_per_interval
 from klio_dagster.core.plots import mel_spectrogram_image
 
 from . import descriptors
@@ -67,14 +72,20 @@ def downsample(audio: Audio) -> FeatureOutput:
     return FeatureOutput(audio, {"samples": int(audio.samples.shape[-1])})
 
 
+@feature(code_version="1", ephemeral=True)
+def mel_power(downsample: Audio) -> np.ndarray:
+    """Mel power spectrogram (128 bands, 2048-sample frames, hop 512), shape (128, frames): read by three features."""
+    return mel_power_of(downsample.samples, downsample.sample_rate, hop_length=descriptors.HOP_LENGTH)
+
+
 @feature(code_version="1", output="parquet", schema=beats_schema)
-def beat_tracking(downsample: Audio) -> FeatureOutput:
+def beat_tracking(downsample: Audio, mel_power: np.ndarray) -> FeatureOutput:
     """Beat times (s) and the global tempo (BPM) from librosa's dynamic-programming beat tracker."""
     import librosa
 
-    y, sr = downsample.samples, downsample.sample_rate
+    sr = downsample.sample_rate
     # librosa.beat.beat_track(y=y, ...)'s results, without its whole-track STFT and tempogram buffers.
-    tempo, frames = beat_track(y, sr, hop_length=descriptors.HOP_LENGTH)
+    tempo, frames = beat_track(None, sr, S=mel_power, hop_length=descriptors.HOP_LENGTH)
     tempo_bpm = float(np.atleast_1d(tempo)[0])
     times = librosa.frames_to_time(frames, sr=sr, hop_length=descriptors.HOP_LENGTH)
     table = pd.DataFrame(
@@ -94,43 +105,45 @@ def energy(downsample: Audio, beat_tracking: pd.DataFrame) -> FeatureOutput:
     return FeatureOutput(table, {"mean_rms": round(float(rms.mean()), 5), "max_rms": round(float(rms.max()), 5)})
 
 
-def _pulse_and_pauses(audio: Audio) -> dict[str, float]:
+@feature(code_version="1", ephemeral=True)
+def pulse_and_pauses(downsample: Audio, mel_power: np.ndarray) -> dict[str, float]:
+    """``rhythmic_regularity`` and ``pause_ratio`` (both in [0, 1]): what speechiness and instrumentalness score."""
     return {
-        "rhythmic_regularity": descriptors.rhythmic_regularity(audio.samples, audio.sample_rate),
-        "pause_ratio": descriptors.pause_ratio(audio.samples),
+        "rhythmic_regularity": descriptors.rhythmic_regularity(None, downsample.sample_rate, S=mel_power),
+        "pause_ratio": descriptors.pause_ratio(downsample.samples),
     }
 
 
 @feature(code_version="1", output="json", schema=speechiness_schema)
-def speechiness(downsample: Audio) -> FeatureOutput:
+def speechiness(pulse_and_pauses: dict[str, float]) -> FeatureOutput:
     """How speech-like the track is, in [0, 1]: no steady pulse and speech-like pauses.
 
     ``0.6 * (1 - rhythmic_regularity) + 0.4 * speech_pause_score(pause_ratio)``;
     see docs/features.md for what it measures and its limits.
     """
-    parts = _pulse_and_pauses(downsample)
-    score = 0.6 * (1.0 - parts["rhythmic_regularity"]) + 0.4 * descriptors.speech_pause_score(parts["pause_ratio"])
-    result = {"speechiness": float(np.clip(score, 0.0, 1.0)), **parts}
+    regularity, pauses = pulse_and_pauses["rhythmic_regularity"], pulse_and_pauses["pause_ratio"]
+    score = 0.6 * (1.0 - regularity) + 0.4 * descriptors.speech_pause_score(pauses)
+    result = {"speechiness": float(np.clip(score, 0.0, 1.0)), **pulse_and_pauses}
     return FeatureOutput(result, {"speechiness": round(result["speechiness"], 4)})
 
 
 @feature(code_version="1", output="json", schema=instrumentalness_schema)
-def instrumentalness(downsample: Audio) -> FeatureOutput:
+def instrumentalness(pulse_and_pauses: dict[str, float]) -> FeatureOutput:
     """How instrumental (pulsed or sustained, not spoken) the track is, in [0, 1].
 
     ``0.7 * rhythmic_regularity + 0.3 * (1 - speech_pause_score(pause_ratio))``;
     see docs/features.md for what it measures and its limits.
     """
-    parts = _pulse_and_pauses(downsample)
-    score = 0.7 * parts["rhythmic_regularity"] + 0.3 * (1.0 - descriptors.speech_pause_score(parts["pause_ratio"]))
-    result = {"instrumentalness": float(np.clip(score, 0.0, 1.0)), **parts}
+    regularity, pauses = pulse_and_pauses["rhythmic_regularity"], pulse_and_pauses["pause_ratio"]
+    score = 0.7 * regularity + 0.3 * (1.0 - descriptors.speech_pause_score(pauses))
+    result = {"instrumentalness": float(np.clip(score, 0.0, 1.0)), **pulse_and_pauses}
     return FeatureOutput(result, {"instrumentalness": round(result["instrumentalness"], 4)})
 
 
 @feature(code_version="1", output="png", schema=spectrogram_schema)
-def spectrogram(downsample: Audio) -> FeatureOutput:
+def spectrogram(downsample: Audio, mel_power: np.ndarray) -> FeatureOutput:
     """Mel spectrogram (128 bands, dB relative to the maximum), stored as a PNG image."""
-    mel_db = mel_spectrogram_db(downsample.samples, downsample.sample_rate, hop_length=descriptors.HOP_LENGTH)
+    mel_db = mel_spectrogram_db(None, downsample.sample_rate, S=mel_power, hop_length=descriptors.HOP_LENGTH)
     return FeatureOutput(
         mel_db,
         {"mel_bands": int(mel_db.shape[0]), "frames": int(mel_db.shape[1])},
@@ -138,4 +151,6 @@ def spectrogram(downsample: Audio) -> FeatureOutput:
     )
 
 
-reference_graph = FeatureGraph([downsample, beat_tracking, energy, speechiness, instrumentalness, spectrogram])
+reference_graph = FeatureGraph(
+    [downsample, mel_power, beat_tracking, energy, pulse_and_pauses, speechiness, instrumentalness, spectrogram]
+)

@@ -23,7 +23,7 @@ def lineage(made: dict[str, dict[str, tuple[str, int]]]) -> dict[str, FeatureLin
     for name in graph.names:
         versions[name] = {}
         for track, (code, storage_id) in made.get(name, {}).items():
-            inputs = {p: versions[p][track] for p in graph[name].inputs if track in versions[p]}
+            inputs = {p: versions[p][track] for p in graph.stored_inputs(name) if track in versions[p]}
             versions[name][track] = make_data_version(code, f"{storage_id:016x}", inputs)
     return {
         name: FeatureLineage(versions[name], {t: i for t, (_, i) in made.get(name, {}).items()}) for name in graph.names
@@ -166,7 +166,7 @@ def test_the_column_planner_decides_exactly_as_the_per_track_specification(seed)
     rng = random.Random(seed)
     tracks = [f"t{i}" for i in range(rng.randint(1, 30))]
     made: dict[str, dict[str, tuple[str, int]]] = {}
-    for name in graph.order:  # some pairs current, some by an old code version, some missing
+    for name in graph.names:  # some pairs current, some by an old code version, some missing
         made[name] = {
             t: (CURRENT[name] if rng.random() < 0.8 else "0-old", rng.randint(1, 10**6))
             for t in tracks if rng.random() < 0.7

@@ -385,12 +385,27 @@ def mel_power(
 
 
 def mel_spectrogram_db(
-    y: np.ndarray, sr: int, *, n_mels: int = 128, hop_length: int = 512, top_db: float = 80.0
+    y: np.ndarray | None,
+    sr: int,
+    *,
+    S: np.ndarray | None = None,
+    n_mels: int = 128,
+    hop_length: int = 512,
+    top_db: float = 80.0,
 ) -> np.ndarray:
     """Mel power spectrogram in decibels relative to its maximum.
 
     Computed in blocks of frames (:func:`mel_power`); the values are those of
     ``librosa.power_to_db(librosa.feature.melspectrogram(...), ref=np.max)``.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape=(n,), or None
+        Mono samples; not read when ``S`` is given.
+    sr : int
+        Sample rate in Hz.
+    S : np.ndarray, shape=(n_mels, frames), optional
+        The mel power spectrogram already computed by :func:`mel_power` (same ``n_mels`` and ``hop_length``).
 
     Returns
     -------
@@ -399,14 +414,15 @@ def mel_spectrogram_db(
     """
     import librosa
 
-    mel = mel_power(y, sr, n_mels=n_mels, hop_length=hop_length)
+    mel = mel_power(y, sr, n_mels=n_mels, hop_length=hop_length) if S is None else S
     return librosa.power_to_db(mel, ref=np.max, top_db=top_db).astype(np.float32, copy=False)
 
 
 def onset_strength(
-    y: np.ndarray,
+    y: np.ndarray | None,
     sr: int,
     *,
+    S: np.ndarray | None = None,
     hop_length: int = 512,
     n_fft: int = 2048,
     aggregate: Callable[..., np.ndarray] = np.mean,
@@ -420,10 +436,12 @@ def onset_strength(
 
     Parameters
     ----------
-    y : np.ndarray, shape=(n,)
-        Mono samples.
+    y : np.ndarray, shape=(n,), or None
+        Mono samples; not read when ``S`` is given.
     sr : int
         Sample rate in Hz.
+    S : np.ndarray, shape=(128, 1 + n // hop_length), optional
+        The mel power spectrogram already computed by :func:`mel_power` (same ``n_fft`` and ``hop_length``).
     hop_length, n_fft : int
         Hop and FFT size, in samples.
     aggregate : callable
@@ -435,8 +453,9 @@ def onset_strength(
     """
     import librosa
 
-    S = librosa.power_to_db(mel_power(y, sr, n_fft=n_fft, hop_length=hop_length, block_frames=block_frames))
-    return librosa.onset.onset_strength(S=S, sr=sr, n_fft=n_fft, hop_length=hop_length, aggregate=aggregate)
+    if S is None:
+        S = mel_power(y, sr, n_fft=n_fft, hop_length=hop_length, block_frames=block_frames)
+    return librosa.onset.onset_strength(S=librosa.power_to_db(S), sr=sr, n_fft=n_fft, hop_length=hop_length, aggregate=aggregate)
 
 
 def tempogram(
@@ -465,13 +484,26 @@ def tempogram(
     return out
 
 
-def beat_track(y: np.ndarray, sr: int, *, hop_length: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def beat_track(
+    y: np.ndarray | None, sr: int, *, S: np.ndarray | None = None, hop_length: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """``librosa.beat.beat_track(y=y, sr=sr, hop_length=hop_length)``, its results, in bounded work memory.
 
     The onset envelope (band median, :func:`onset_strength`) and the
     tempogram behind the global tempo (:func:`tempogram`, 8 s windows) are
     computed in blocks of frames; librosa then estimates the tempo from that
     tempogram and runs its dynamic-programming tracker, as ``beat_track`` does.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape=(n,), or None
+        Mono samples; not read when ``S`` is given.
+    sr : int
+        Sample rate in Hz.
+    S : np.ndarray, shape=(128, 1 + n // hop_length), optional
+        The mel power spectrogram already computed by :func:`mel_power` (n_fft 2048, same ``hop_length``).
+    hop_length : int
+        Hop in samples.
 
     Returns
     -------
@@ -482,7 +514,7 @@ def beat_track(y: np.ndarray, sr: int, *, hop_length: int = 512) -> tuple[np.nda
     """
     import librosa
 
-    envelope = onset_strength(y, sr, hop_length=hop_length, aggregate=np.median)
+    envelope = onset_strength(y, sr, S=S, hop_length=hop_length, aggregate=np.median)
     if not envelope.any():
         return librosa.beat.beat_track(onset_envelope=envelope, sr=sr, hop_length=hop_length)
     win_length = librosa.time_to_frames(8.0, sr=sr, hop_length=hop_length).item()  # librosa's ac_size

@@ -38,7 +38,13 @@ from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, comp
 from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import ConfigurationError, WorkerLost
 from klio_dagster.executors.dataflow import console_url, job_args
-from klio_dagster.executors.processes import ProcessIdentity, child_processes, exit_with, kill_processes
+from klio_dagster.executors.processes import (
+    ProcessIdentity,
+    child_processes,
+    end_without_teardown,
+    exit_with,
+    kill_processes,
+)
 from klio_dagster.storage.stores import RUNS_FOLDER, FeatureStore
 
 LOCAL_RUNNER = "FnApiRunner"
@@ -66,6 +72,7 @@ class _ComputeTrack(beam.DoFn):
     def setup(self) -> None:
         if self.driver:
             exit_with(self.driver)
+            end_without_teardown()
         if self.native_threads:
             # Applies to the whole worker process until it exits.
             threadpool_limits(limits=self.native_threads)
