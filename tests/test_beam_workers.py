@@ -43,7 +43,7 @@ def _workers_with(marker: str) -> list[int]:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
             except OSError:
                 continue
-            if marker.encode() in environ and b"sdk_worker_main" in cmdline:
+            if marker.encode() in environ and b"klio_dagster.executors.worker_forker" in cmdline:  # the forker, its workers
                 found.append(int(entry))
     return found
 

@@ -56,7 +56,15 @@ def tracks(klio_env) -> list[str]:
 
 
 def workers_of(pid: int) -> list[psutil.Process]:
-    return [p for p in psutil.Process(pid).children(recursive=True) if "sdk_worker_main" in " ".join(p.cmdline())]
+    """The local Beam workers under ``pid`` and the forker they are forked from (all share its command line)."""
+    found = []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            if "klio_dagster.executors.worker_forker" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # ended meanwhile (or a zombie): not running
+            continue
+    return found
 
 
 def test_kill_9_mid_batch_leaves_no_workers_no_started_run_no_folder_and_a_rerun_completes(klio_env, tracks):
@@ -139,7 +147,7 @@ def test_a_worker_that_dies_fails_its_tracks_instead_of_hanging(tmp_path):
     assert "w-crash" not in {r.track_id for r in results} and all(r.ok for r in results)
     assert not (Path(store.root) / RUNS_FOLDER).exists() or not list((Path(store.root) / RUNS_FOLDER).iterdir())
     assert os.getpid()  # this process survives, its workers are stopped
-    assert not [p for p in psutil.Process().children(recursive=True) if "sdk_worker_main" in " ".join(p.cmdline())]
+    assert not workers_of(os.getpid())
 
 
 SLOW_LOCATION = '''
@@ -164,13 +172,15 @@ def test_workers_die_with_a_killed_driver_even_in_the_middle_of_a_long_track(kli
     monkeypatch.setenv("KLIO_DEFINITIONS", str(klio_env / "slow_location.py"))
     monkeypatch.setenv("SLOW_MARKERS", str(markers))
     driver = cli("materialize", "slow", "--all-tracks")
-    deadline = time.monotonic() + 180
-    while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    workers = workers_of(driver.pid)
-    assert len(list(markers.iterdir())) == 2 and workers, "the workers never started computing"
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    try:
+        deadline = time.monotonic() + 180
+        while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = workers_of(driver.pid)
+        assert len(list(markers.iterdir())) == 2 and workers, "the workers never started computing"
+    finally:
+        driver.send_signal(signal.SIGKILL)  # also when the test fails: its workers compute for minutes
+        driver.wait()
     killed = time.monotonic()
     _, alive = psutil.wait_procs(workers, timeout=30)
     assert alive == [], f"workers outlived their driver by 30 s: {[p.pid for p in alive]}"

@@ -131,13 +131,13 @@ def cli_publish(track) -> tuple[int, str]:
 
 
 def _workers_of_instance(home: Path) -> list:
-    """Beam SDK worker processes serving runs of the Dagster instance at ``home``."""
+    """Beam SDK worker processes (and their forkers) serving runs of the Dagster instance at ``home``."""
     import psutil
 
     found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if "sdk_worker_main" in " ".join(process.info["cmdline"] or ()) and process.environ().get("DAGSTER_HOME") == str(home):
+            if "klio_dagster.executors.worker_forker" in " ".join(process.info["cmdline"] or ()) and process.environ().get("DAGSTER_HOME") == str(home):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

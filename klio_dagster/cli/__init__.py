@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from klio_dagster.cli import (
     consume,
@@ -56,5 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def run() -> NoReturn:
+    """The ``klio-dagster`` command: :func:`main`, then an exit without the interpreter's teardown.
+
+    Everything a command writes is committed or flushed before :func:`main` returns; what the
+    teardown would add is 0.5-0.8 s of freeing modules (numba and LLVM, Beam, Dagster) after
+    the last result is out, on every command.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -9,6 +9,7 @@ from klio_dagster.cli.location import load_location
 from klio_dagster.cli.output import EXIT_FAILED, EXIT_OK, progress
 from klio_dagster.cli.plan import add_request_arguments, planned_pages, resolve_request
 from klio_dagster.cli.stream import SpooledDocument
+from klio_dagster.executors.worker_forker import forker_for_runs
 from klio_dagster.orchestration.runs import execute_plan
 from klio_dagster.orchestration.tags import BOTTOM_UP, MODE_TAG, SOURCE_TAG
 
@@ -16,6 +17,13 @@ LISTS = ["computed", "computed_by_other_runs", "skipped", "failed", "pinged", "r
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ping:
+        return _materialize(args)
+    with forker_for_runs():  # warms local Beam workers up while the location loads and the plan is made
+        return _materialize(args)
+
+
+def _materialize(args: argparse.Namespace) -> int:
     loc = load_location()
     request = resolve_request(args, loc)
     step_errors: list[str] = []

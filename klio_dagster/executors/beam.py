@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -38,20 +39,14 @@ from klio_dagster.core.execution import PairResult, TrackLimits, TrackTask, comp
 from klio_dagster.core.graph import FeatureGraph
 from klio_dagster.errors import ConfigurationError, WorkerLost
 from klio_dagster.executors.dataflow import console_url, job_args
-from klio_dagster.executors.processes import (
-    ProcessIdentity,
-    child_processes,
-    end_without_teardown,
-    exit_with,
-    kill_processes,
-)
+from klio_dagster.executors.processes import ProcessIdentity, exit_with, kill_processes
+from klio_dagster.executors.worker_forker import WorkerForker
 from klio_dagster.storage.stores import RUNS_FOLDER, FeatureStore
 
 LOCAL_RUNNER = "FnApiRunner"
 PORTABLE_RUNNER = "PortableRunner"
 DATAFLOW_RUNNER = "DataflowRunner"
 RUNNERS = (LOCAL_RUNNER, PORTABLE_RUNNER, DATAFLOW_RUNNER)
-_WORKER_COMMAND = "sdk_worker_main"
 
 
 class _ComputeTrack(beam.DoFn):
@@ -72,7 +67,6 @@ class _ComputeTrack(beam.DoFn):
     def setup(self) -> None:
         if self.driver:
             exit_with(self.driver)
-            end_without_teardown()
         if self.native_threads:
             # Applies to the whole worker process until it exits.
             threadpool_limits(limits=self.native_threads)
@@ -116,16 +110,39 @@ def _importable_by_workers(graph: FeatureGraph) -> Iterator[None]:
             os.environ["PYTHONPATH"] = before
 
 
-class _LocalWorkers:
-    """The SDK worker processes this driver started, watched for deaths."""
+class _ForkedWorkersFilter(logging.Filter):
+    """Drops the local runner's warning that ``in_memory`` mode runs one worker: with the forker's command, it runs several."""
 
-    def __init__(self) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "direct_running_mode should be" not in record.getMessage()
+
+
+def _quiet_in_memory_warning() -> None:
+    logger = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+    if not any(isinstance(f, _ForkedWorkersFilter) for f in logger.filters):
+        logger.addFilter(_ForkedWorkersFilter())
+
+
+def _graph_modules(graph: FeatureGraph) -> list[str]:
+    """The modules defining the graph's features (not ``__main__``: Beam pickles its functions by value)."""
+    names = (feature.fn.__module__ for feature in (graph[n] for n in (*graph.order, *graph.external_names)))
+    return sorted({name for name in names if name != "__main__"})
+
+
+class _LocalWorkers:
+    """The SDK workers ``forker`` forked for this batch, watched for deaths."""
+
+    def __init__(self, forker: WorkerForker) -> None:
+        self.forker = forker
         self.known: dict[int, psutil.Process] = {}
-        self.since = time.time() - 1  # workers of an earlier pipeline of this process may still be exiting
+        self.since = time.time() - 1  # workers of an earlier batch of this forker may still be exiting
 
     def lost(self) -> str | None:
-        """Which worker seen earlier has ended, if one has; ``None`` while all run."""
-        for process in child_processes(_WORKER_COMMAND):
+        """Which worker seen earlier has ended (or the forker), if one has; ``None`` while all run."""
+        ended = self.forker.ended()
+        if ended is not None:
+            return f"the worker forker (PID {self.forker.process.pid}, exit status {ended})"
+        for process in self.forker.workers():
             try:
                 if process.create_time() >= self.since:
                     self.known.setdefault(process.pid, process)
@@ -141,7 +158,7 @@ class _LocalWorkers:
         return None
 
     def stop(self) -> None:
-        kill_processes([*self.known.values(), *child_processes(_WORKER_COMMAND)])
+        kill_processes([*self.known.values(), *self.forker.workers()])
 
 
 @dataclass(frozen=True)
@@ -216,19 +233,23 @@ class BeamExecutor:
     labels: dict[str, str] = field(default_factory=dict)
     on_submitted: Callable[[SubmittedJob], None] | None = None
 
-    def _pipeline(self, job_name: str) -> beam.Pipeline:
+    def _pipeline(self, job_name: str, forker: WorkerForker | None) -> beam.Pipeline:
         if self.runner == LOCAL_RUNNER:
             from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+            from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
             workers = self.num_workers or multiprocessing.cpu_count()
+            # Beam's multi_processing mode, with the worker command of the forker (no direct_running_mode:
+            # that would replace the command with a fresh interpreter per worker).
             options = PipelineOptions(
                 self.pipeline_args,
-                direct_running_mode="multi_processing",
                 direct_num_workers=workers,
                 default_sdk_harness_log_level="ERROR",
                 job_name=job_name,
             )
-            return beam.Pipeline(runner=FnApiRunner(), options=options)
+            environment = SubprocessSDKEnvironment.from_command_string(forker.worker_command())
+            _quiet_in_memory_warning()
+            return beam.Pipeline(runner=FnApiRunner(default_environment=environment), options=options)
         if self.runner == PORTABLE_RUNNER:
             return beam.Pipeline(runner=PORTABLE_RUNNER, options=PipelineOptions([*self.pipeline_args, f"--job_name={job_name}"]))
         if self.runner == DATAFLOW_RUNNER:
@@ -237,9 +258,17 @@ class BeamExecutor:
         raise ConfigurationError(f"unknown Beam runner {self.runner!r}: use one of {', '.join(RUNNERS)}")
 
     def build(
-        self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
+        self,
+        tasks: Sequence[TrackTask],
+        graph: FeatureGraph,
+        store: FeatureStore,
+        limits: TrackLimits | None = None,
+        forker: WorkerForker | None = None,
     ) -> tuple[beam.Pipeline, str, str]:
-        """The batch's pipeline, not yet run; the folder its workers write results to; its job name."""
+        """The batch's pipeline, not yet run; the folder its workers write results to; its job name.
+
+        ``forker`` forks the local runner's workers (required for it).
+        """
         if self.runner == DATAFLOW_RUNNER and not store.root_uri.startswith("gs://"):
             raise ConfigurationError("Dataflow workers cannot reach a local feature store: set KLIO_STORE to gs://bucket/prefix")
         driver = ProcessIdentity.current()
@@ -247,7 +276,7 @@ class BeamExecutor:
         folder, job_name = f"{RUNS_FOLDER}/{driver.token()}-{batch}", f"klio-{batch[:12]}"
         local = self.runner == LOCAL_RUNNER
         compute = _ComputeTrack(graph, store, limits or TrackLimits(), folder, self.native_threads, driver if local else None)
-        pipeline = self._pipeline(job_name)
+        pipeline = self._pipeline(job_name, forker)
         (
             pipeline
             | "Tracks" >> beam.Create(_spread(tasks))
@@ -259,18 +288,31 @@ class BeamExecutor:
     def run(
         self, tasks: Sequence[TrackTask], graph: FeatureGraph, store: FeatureStore, limits: TrackLimits | None = None
     ) -> Iterator[list[PairResult]]:
-        pipeline, folder, job_name = self.build(tasks, graph, store, limits)
         local = self.runner == LOCAL_RUNNER
-        job = _Job(pipeline)
-        thread = threading.Thread(target=job.run, name="klio-beam-pipeline", daemon=True)
         # Workers start while the pipeline runs: their environment is kept until it ends.
-        with _importable_by_workers(graph) if local else nullcontext():
-            thread.start()
-            for results in self._collect(job, store, folder, len(tasks), _LocalWorkers() if local else None, job_name):
+        with _importable_by_workers(graph) if local else nullcontext(), self._forker(graph) as forker:
+            pipeline, folder, job_name = self.build(tasks, graph, store, limits, forker)
+            job = _Job(pipeline)
+            threading.Thread(target=job.run, name="klio-beam-pipeline", daemon=True).start()
+            for results in self._collect(job, store, folder, len(tasks), _LocalWorkers(forker) if local else None, job_name):
                 for result in results:
                     if result.ok:
                         result.metadata.update(executor=f"beam/{self.runner}", pipeline_job=job_name)
                 yield results
+
+    @contextmanager
+    def _forker(self, graph: FeatureGraph) -> Iterator[WorkerForker | None]:
+        """The local runner's worker forker: this process's (``klio-dagster materialize`` starts one early), or the batch's own."""
+        if self.runner != LOCAL_RUNNER:
+            yield None
+            return
+        shared = WorkerForker.of_this_process()
+        forker = shared or WorkerForker.start(_graph_modules(graph))
+        try:
+            yield forker
+        finally:
+            if not shared:
+                forker.stop()
 
     def _submitted(self, result: PipelineResult, job_name: str) -> SubmittedJob:
         if self.runner == DATAFLOW_RUNNER and getattr(result, "has_job", False):  # a template run submits nothing

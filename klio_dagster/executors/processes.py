@@ -6,8 +6,6 @@ later process is never taken for the owner.
 
 from __future__ import annotations
 
-import atexit
-import logging
 import os
 import socket
 import subprocess
@@ -82,25 +80,6 @@ def exit_with(driver: ProcessIdentity, poll_s: float = 0.5) -> None:
     )
 
 
-def end_without_teardown() -> None:
-    """At interpreter exit, flush logging and the standard streams, then end this process at once.
-
-    For local worker processes: with librosa's numba and LLVM loaded, the
-    interpreter's own teardown takes 0.8 s, and the local runner stops its
-    workers one after the other, so every worker adds it to the end of a batch.
-    Registered last, this runs before the other exit handlers, which it skips.
-    The exit status stays 1 after an uncaught exception (``sys.last_value``), 0 otherwise.
-    """
-
-    def end() -> None:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os._exit(1 if hasattr(sys, "last_value") else 0)
-
-    atexit.register(end)
-
-
 def _watch(driver: ProcessIdentity, worker: int, poll_s: float) -> None:
     """Kill ``worker`` when ``driver`` ends; return when either has ended."""
     watched = psutil.Process(worker)
@@ -109,18 +88,6 @@ def _watch(driver: ProcessIdentity, worker: int, poll_s: float) -> None:
             watched.kill()
             return
         time.sleep(poll_s)
-
-
-def child_processes(command_part: str) -> list[psutil.Process]:
-    """This process's descendants whose command line contains ``command_part``."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if any(command_part in arg for arg in child.cmdline()):
-                found.append(child)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def kill_processes(processes: list[psutil.Process], timeout_s: float = 10.0) -> None:
