@@ -357,6 +357,9 @@ def test_an_ephemeral_feature_cannot_be_materialised_and_its_params_make_its_rea
     graph = ephemeral_graph([])
     with pytest.raises(FeatureGraphError, match=r"\['spectrum'\] are ephemeral.*\['energy_total', 'peak_bin'\]"):
         graph.check_names(["spectrum"])
+    # Read through another ephemeral feature: the stored features to ask for, not the ephemeral in between.
+    with pytest.raises(FeatureGraphError, match=r"\(\['beat_tracking', 'instrumentalness', 'spectrogram', 'speechiness'\]\)"):
+        reference_graph.check_names(["mel_power"])
     changed = FeatureGraph([graph["spectrum"].with_params(n_fft=1024), graph["peak_bin"], graph["energy_total"]])
     assert changed["peak_bin"].version != graph["peak_bin"].version
 

@@ -206,7 +206,7 @@ class FeatureGraph:
         wanted = set(names)
         ephemeral = sorted(wanted & set(self.ephemeral_names))
         if ephemeral:
-            readers = sorted(n for n in self.order if set(ephemeral) & set(self._all[n].inputs))
+            readers = sorted(n for n in self.names if set(ephemeral) & set(self.ephemeral_ancestors(n)))  # stored ones
             raise FeatureGraphError(
                 f"{ephemeral} are ephemeral: they are computed in memory for the features that read them "
                 f"({readers}) and never stored; materialize those instead"
