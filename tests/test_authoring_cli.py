@@ -24,7 +24,7 @@ from dataclasses import replace
 from examples.reference_graph import reference_graph
 from klio_dagster import FeatureGraph, build_feature_definitions
 
-graph = FeatureGraph([replace(f, code_version="next") if f.name == "beat_tracking" else f for f in reference_graph])
+graph = FeatureGraph([replace(f, code_version="next") if f.name == "beat_tracking" else f for f in reference_graph.all_features])
 defs = build_feature_definitions(graph)
 '''
 

@@ -219,11 +219,11 @@ def made(graph: FeatureGraph, tracks, versions_from: FeatureGraph | None = None)
 
 def test_a_bumped_code_version_makes_all_descendants_stale_transitively_and_nothing_else():
     old = reference_graph
-    bumped = FeatureGraph([replace(f, code_version="next") if f.name == "downsample" else f for f in map(old.__getitem__, old.order)])
+    bumped = FeatureGraph([replace(f, code_version="next") if f.name == "downsample" else f for f in old.all_features])
     lineage = made(old, ["t"])
     states = {n: state_of(bumped, lineage, n, "t") for n in bumped.names}
     assert set(states.values()) == {"stale"}  # every feature descends from downsample
-    bumped_beats = FeatureGraph([replace(f, code_version="next") if f.name == "beat_tracking" else f for f in map(old.__getitem__, old.order)])
+    bumped_beats = FeatureGraph([replace(f, code_version="next") if f.name == "beat_tracking" else f for f in old.all_features])
     states = {n: state_of(bumped_beats, lineage, n, "t") for n in old.names}
     assert states == {**dict.fromkeys(old.names, "materialized"), "beat_tracking": "stale", "energy": "stale"}
     assert "made by version" in stale_cause(bumped_beats, lineage, "energy", "t")
@@ -266,7 +266,7 @@ def test_only_missing_or_only_stale_pairs_are_planned():
     graph = reference_graph
     lineage = made(graph, ["t1", "t2"])
     del lineage["energy"].data_versions["t1"]  # t1: energy missing
-    bumped = FeatureGraph([replace(f, code_version="next") if f.name == "speechiness" else f for f in map(graph.__getitem__, graph.order)])
+    bumped = FeatureGraph([replace(f, code_version="next") if f.name == "speechiness" else f for f in graph.all_features])
     missing = plan(bumped, lineage, ["energy", "speechiness"], ["t1", "t2"], only=["missing"])
     assert missing.to_compute == [("energy", "t1")]
     stale = plan(bumped, lineage, ["energy", "speechiness"], ["t1", "t2"], only=["stale"])

@@ -23,7 +23,7 @@ def recorded(features, tracks):
 
 
 def bumped(graph: FeatureGraph, name: str) -> FeatureGraph:
-    return FeatureGraph([replace(f, code_version=f.code_version + "-next") if f.name == name else f for f in graph])
+    return FeatureGraph([replace(f, code_version=f.code_version + "-next") if f.name == name else f for f in graph.all_features])
 
 
 def test_bumped_code_version_makes_feature_and_descendants_stale(cli, ingested):

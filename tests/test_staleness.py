@@ -37,7 +37,7 @@ def states(graph: FeatureGraph, track: str) -> tuple[dict[str, str], dict[str, s
 
 
 def bumped(graph: FeatureGraph, name: str) -> FeatureGraph:
-    return FeatureGraph([replace(f, code_version=f.code_version + "-next") if f.name == name else f for f in graph])
+    return FeatureGraph([replace(f, code_version=f.code_version + "-next") if f.name == name else f for f in graph.all_features])
 
 
 def test_states_agree_with_dagster_fresh_recomputed_bumped_and_wiped(cli, catalogue, tmp_path):

@@ -144,6 +144,14 @@ class FeatureGraph:
         return tuple(n for n in self.order if not self._all[n].ephemeral)
 
     @property
+    def all_features(self) -> tuple[Feature, ...]:
+        """Every feature of the graph, ephemeral ones too, in topological order (iterating gives the stored ones).
+
+        What a variant of the graph is built from: ``FeatureGraph([... for f in graph.all_features])``.
+        """
+        return tuple(self._all[n] for n in self.order)
+
+    @property
     def ephemeral_names(self) -> tuple[str, ...]:
         return tuple(n for n in self.order if self._all[n].ephemeral)
 
