@@ -207,7 +207,7 @@ class FeatureGraph:
 
     def extended(self, features: Sequence[Feature | MultiFeature], *, external: Sequence[Feature | MultiFeature] = ()) -> FeatureGraph:
         """A new graph with every feature of this one (ephemeral ones too) and ``features``: a graph to build on."""
-        return FeatureGraph([*(self._all[n] for n in self.order), *features], external=[*self._external.values(), *external])
+        return FeatureGraph([*self.all_features, *features], external=[*self._external.values(), *external])
 
     def check_names(self, names: Iterable[str]) -> list[str]:
         """``names`` in topological order; :class:`~klio_dagster.errors.FeatureGraphError` on unknown or ephemeral ones."""
