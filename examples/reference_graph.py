@@ -20,7 +20,8 @@ import pandas as pd
 import pandera.pandas as pa
 
 from klio_dagster import Audio, FeatureGraph, FeatureOutput, feature
-from klio_dagster.core.audio import beat_track, mel_power as mel_power_of, mel_spectrogram_db, rms_per_interval
+from klio_dagster.core.audio import beat_track, mel_spectrogram_db, rms_per_interval
+from klio_dagster.core.audio import mel_power as mel_power_of
 from klio_dagster.core.plots import mel_spectrogram_image
 
 from . import descriptors

@@ -2,12 +2,11 @@
 
 The local runner starts each SDK worker with a shell command and waits for it to end. Started
 as ``python -m apache_beam.runners.worker.sdk_worker_main``, every worker is a new interpreter
-that imports Beam and the feature code (1.5-2 s) while the batch waits, then librosa's
-numba-compiled modules on its first track (3.7 s more, measured on this project's 2-core
-machine). Here the command is :mod:`~klio_dagster.executors.fork_client`, which asks a *forker*
-for a worker: a process that imports all of that once, started before the pipeline is built
-(by ``klio-dagster materialize`` before it even loads the code location), and that forks a
-worker per request in milliseconds.
+that imports Beam and the feature code (1.5-2 s) while the batch waits. Here the command is
+:mod:`~klio_dagster.executors.fork_client`, which asks a *forker* for a worker: a process that
+imports those once (:data:`WARM_MODULES` and the graph's modules), started before the pipeline
+is built (by ``klio-dagster materialize`` before it even loads the code location), and that
+forks a worker per request in milliseconds.
 
 A forked worker runs Beam's own ``sdk_worker_main`` with its client's environment and ends
 without the interpreter's teardown (0.8 s with numba and LLVM loaded, paid by each worker in
@@ -30,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import traceback
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
